@@ -1,0 +1,88 @@
+"""Safe reading of images and 300W-LP-format annotations.
+
+Every failure becomes a `BadInputError` carrying the path and a short reason (the exact wording is part of
+the rejection records), so callers can set the sample aside and go on. Reasons:
+`unreadable image`, `missing image`, `truncated or corrupt .mat`, `missing field <name>`,
+`bad shape <name> <shape>`, `non-finite values in <name>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class BadInputError(Exception):
+    """An input file that cannot be used, with its path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """BGR uint8 image, as OpenCV reads it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "missing image")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None or image.size == 0:
+        raise BadInputError(path, "unreadable image")
+    return image
+
+
+def decode_image(data: bytes, where: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes (JPEG/PNG) to BGR uint8."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise BadInputError(where, "unreadable image")
+    return image
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The fields of a 300W-LP / AFLW2000-3D `.mat` that the labels need."""
+
+    pose_para: np.ndarray  # (7,) pitch, yaw, roll (rad), tx, ty, tz, scale
+    shape_para: np.ndarray  # (199,)
+    exp_para: np.ndarray  # (29,)
+    pt3d_68: np.ndarray | None  # (3, 68) image frame, when present
+    pt2d: np.ndarray | None  # (2, K), K = 68 in 300W-LP, 21 in AFLW2000-3D
+
+
+_REQUIRED = {"Pose_Para": 7, "Shape_Para": 199, "Exp_Para": 29}
+
+
+def read_annotation(path: str | Path) -> Annotation:
+    """Read and validate a 300W-LP-format `.mat`."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "missing annotation")
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises several types for damaged files
+        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
+    fields = {}
+    for name, size in _REQUIRED.items():
+        if name not in mat:
+            raise BadInputError(path, f"missing field {name}")
+        value = np.asarray(mat[name], np.float64).reshape(-1)
+        if value.size < size:
+            raise BadInputError(path, f"bad shape {name} {tuple(np.shape(mat[name]))}")
+        fields[name] = value[:size]
+    pt3d = np.asarray(mat["pt3d_68"], np.float64) if "pt3d_68" in mat else None
+    pt2d = np.asarray(mat["pt2d"], np.float64) if "pt2d" in mat else None
+    if pt3d is not None and pt3d.shape != (3, 68):
+        raise BadInputError(path, f"bad shape pt3d_68 {pt3d.shape}")
+    checks = {**fields, "pt3d_68": pt3d}
+    for name, value in checks.items():
+        if value is not None and not np.isfinite(value).all():
+            raise BadInputError(path, f"non-finite values in {name}")
+    return Annotation(fields["Pose_Para"], fields["Shape_Para"], fields["Exp_Para"], pt3d, pt2d)

@@ -1,0 +1,48 @@
+"""The canonical sample record that flows from readers through augmentation and synthesis to the shards.
+
+One record = one 120x120 training sample: the crop, its 62-d crop-frame label (convention in
+`crop_convention`), its 68 crop-frame landmarks, and where it came from. Landmarks are `(2, 68)` float32;
+flattened for storage as `landmarks.reshape(-1)` = x0..x67, y0..y67 (136 values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from r3fa.crop import CropConvention
+
+DATASET_CONVENTION = CropConvention.V1  # labels in every shard set are in this crop convention
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    key: str  # unique within a dataset, no dots (WebDataset/DALI keys)
+    source: str  # e.g. "300wlp/AFW", "aflw2000_3d"
+    subject_id: str  # identity grouping: splits never put one subject in two splits
+    image_path: str  # the original file
+    crop: np.ndarray  # (120, 120, 3) uint8 BGR
+    roi: np.ndarray  # (4,) [sx, sy, ex, ey] in the original image
+    params: np.ndarray  # (62,) float32, crop frame, DATASET_CONVENTION
+    landmarks: np.ndarray  # (2, 68) float32 crop-frame pixels
+    pose_deg: np.ndarray  # (3,) pitch, yaw, roll in degrees
+    label_nme: float  # NME of the label's landmarks against the annotation's own, in percent
+    parent_key: str = ""  # the record this one was derived from ("" for originals)
+    synthetic: bool = False
+    yaw_increment: float = 0.0  # degrees added by face profiling (0 for real samples)
+    augment: tuple[dict, ...] = field(default_factory=tuple)  # applied ops with their parameters, in order
+
+    def derived(self, **changes) -> "SampleRecord":
+        """A copy with some fields changed (parent_key defaults to this record's key)."""
+        changes.setdefault("parent_key", self.key)
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input set aside, with why."""
+
+    path: str
+    reason: str
+    stage: str = "ingest"
