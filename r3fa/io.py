@@ -86,3 +86,34 @@ def read_annotation(path: str | Path) -> Annotation:
         if value is not None and not np.isfinite(value).all():
             raise BadInputError(path, f"non-finite values in {name}")
     return Annotation(fields["Pose_Para"], fields["Shape_Para"], fields["Exp_Para"], pt3d, pt2d)
+
+
+def read_landmarks_file(path: str | Path) -> np.ndarray:
+    """68 image-frame landmarks `(2, 68)` from a `.pts` (1-based x y, as menpo writes them), a `.ljson`
+    (menpo's JSON, points stored [y, x]) or a `.mat` (`pt3d_68`, else a 68-point `pt2d`).
+
+    `.pts` coordinates are shifted by -1 to 0-based pixels."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "missing landmark file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pts":
+            text = path.read_text()
+            body = text[text.index("{") + 1 : text.index("}")]
+            pts = np.array([[float(v) for v in line.split()] for line in body.strip().splitlines()]).T - 1.0
+        elif suffix == ".ljson":
+            points = json.loads(path.read_text())["landmarks"]["points"]
+            pts = np.array(points, np.float64)[:, ::-1].T
+        elif suffix == ".mat":
+            ann = read_annotation(path)
+            pts = ann.pt3d_68[:2] if ann.pt3d_68 is not None else ann.pt2d
+        else:
+            raise BadInputError(path, f"unknown landmark format {suffix}")
+    except (ValueError, KeyError, IndexError) as err:
+        raise BadInputError(path, f"unreadable landmark file ({type(err).__name__})") from None
+    if pts is None or pts.shape != (2, 68) or not np.isfinite(pts).all():
+        raise BadInputError(path, f"expected 68 finite 2D landmarks, got shape {None if pts is None else pts.shape}")
+    return pts
