@@ -90,7 +90,7 @@ def read_annotation(path: str | Path) -> Annotation:
 
 def read_landmarks_file(path: str | Path) -> np.ndarray:
     """68 image-frame landmarks `(2, 68)` from a `.pts` (1-based x y, as menpo writes them), a `.ljson`
-    (menpo's JSON, points stored [y, x]) or a `.mat` (`pt3d_68`, else a 68-point `pt2d`).
+    (menpo's JSON, points stored [y, x]; the group of 68 points) or a `.mat` (`pt3d_68`, else a 68-point `pt2d`).
 
     `.pts` coordinates are shifted by -1 to 0-based pixels."""
     import json
@@ -105,7 +105,12 @@ def read_landmarks_file(path: str | Path) -> np.ndarray:
             body = text[text.index("{") + 1 : text.index("}")]
             pts = np.array([[float(v) for v in line.split()] for line in body.strip().splitlines()]).T - 1.0
         elif suffix == ".ljson":
-            points = json.loads(path.read_text())["landmarks"]["points"]
+            doc = json.loads(path.read_text())
+            groups = doc.get("groups")  # ljson v2 nests point groups; v1 has a top-level "landmarks"
+            landmarks = next((g["landmarks"] for g in groups.values() if len(g["landmarks"]["points"]) == 68), None) if groups else doc["landmarks"]
+            if landmarks is None:
+                raise KeyError("no group of 68 points")
+            points = landmarks["points"]
             pts = np.array(points, np.float64)[:, ::-1].T
         elif suffix == ".mat":
             ann = read_annotation(path)
