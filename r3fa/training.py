@@ -1,0 +1,561 @@
+"""The training engine: plain functions that train a registry model on a shard set, with resume and DDP.
+
+Laid out like torchvision's reference script: `build_*` factories, `train_one_epoch`, `validate`, and
+`fit`, which wires them together with checkpointing; `main` is the command-line entry that `torchrun`
+starts (`torchrun --nproc-per-node N -m r3fa.training --config ... --shards ... --out ...`). Nothing here
+knows about Prefect: `flows/train.py` calls `fit` and publishes what it returns.
+
+Why it looks the way it does:
+- **Resume is exact.** A run is a pure function of (config, shard set): the loader's order is fixed by
+  (seed, epoch) and can start at any step, WPDC's vertex resampling draws from its own seeded generator,
+  and every checkpoint stores the model, optimiser, scheduler, loader position, RNG states and the running
+  epoch sums. A run killed mid-epoch and resumed from its last checkpoint therefore ends with the weights of
+  a run never stopped (up to float non-associativity, which deterministic CPU kernels avoid).
+- **A checkpoint is self-describing.** Every file is an `r3fa.checkpoint.model_payload` (so
+  `r3fa.predictor.load_predictor` reads any of them), carrying the whitening statistics of the dataset's
+  training split, the crop convention of the labels and the dataset manifest's hash; training checkpoints
+  add `train_state`.
+- **Batch size is global.** Under DDP each of the `world_size` processes takes `batch_size / world_size`
+  samples per step from its own shard of the loader, so the paper's batch of 128 means the same thing on
+  one device or eight.
+
+Outputs of `fit` in `out_dir`: `config.resolved.yaml`, `metrics.csv` (one row per epoch),
+`checkpoints/last.pth` (rolling, for resume), `checkpoints/epoch_NNN.pth` and the final `model.pth`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from r3fa import losses, models
+from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from r3fa.config import load_config, write_resolved
+from r3fa.crop import CropConvention
+from r3fa.loaders import create_loader
+from r3fa.morphable import load_model, posed_vertices_from
+from r3fa.params import Whitening
+from r3fa.records import DATASET_CONVENTION
+from r3fa.train_config import TrainConfig
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+# ----------------------------------------------------------------------------- run context
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a (possibly single-process) DDP job, from torchrun's environment."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(spec: str, ctx: DistContext) -> torch.device:
+    """`"auto"`: this process's GPU (`cuda:LOCAL_RANK`) when CUDA is available, else the CPU."""
+    if spec == "auto":
+        return torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(spec)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs from a shard set's `manifest.json`."""
+
+    whitening: Whitening
+    manifest_hash: str  # sha256 of manifest.json as written
+    convention: CropConvention = DATASET_CONVENTION
+
+
+def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
+    """Whitening statistics and manifest hash of a shard set."""
+    path = Path(shard_dir) / "manifest.json"
+    raw = path.read_bytes()
+    manifest = json.loads(raw)
+    return DatasetInfo(Whitening.from_dict(manifest["whitening"]), hashlib.sha256(raw).hexdigest())
+
+
+# ----------------------------------------------------------------------------- factories
+def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The registry model of `cfg.model`, on `device` (channels-last when configured)."""
+    model = models.create(cfg.model.name, **cfg.model.kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Step schedule, stepped once per epoch: lr x gamma after each milestone epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.optim.milestones, gamma=cfg.optim.gamma)
+
+
+def build_loss(cfg: TrainConfig, info: DatasetInfo, generator: torch.Generator, device: torch.device) -> nn.Module:
+    """The paper's loss (`cfg.loss.wpdc` x WPDC + `cfg.loss.wing` x Wing), resampling with `generator`."""
+    return losses.R3FALoss(
+        whitening=info.whitening,
+        convention=info.convention,
+        generator=generator,
+        wpdc_weight=cfg.loss.wpdc,
+        wing_weight=cfg.loss.wing,
+    ).to(device)
+
+
+class LandmarkDecoder(nn.Module):
+    """Whitened network outputs -> 68 crop-frame landmarks `(B, 2, 68)` (bfm68 reconstruction)."""
+
+    def __init__(self, whitening: Whitening, convention: CropConvention) -> None:
+        super().__init__()
+        bfm = load_model("bfm68")
+        self.whitening = whitening
+        self.convention = convention
+        self.register_buffer("mean", torch.from_numpy(bfm.mean))
+        self.register_buffer("shape_basis", torch.from_numpy(bfm.shape_basis))
+        self.register_buffer("exp_basis", torch.from_numpy(bfm.exp_basis))
+
+    def forward(self, pred_whitened: torch.Tensor) -> torch.Tensor:
+        params = self.whitening.unwhiten(pred_whitened.float())
+        points = posed_vertices_from(self.mean, self.shape_basis, self.exp_basis, params)
+        return self.convention.model_to_crop(points)[:, :2]
+
+
+def landmark_nme(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample NME `(B,)`: mean 2D point error / sqrt(w*h) of the target's landmark box (a fraction)."""
+    extent = target.amax(dim=-1) - target.amin(dim=-1)
+    return (pred - target).norm(dim=1).mean(dim=-1) / extent.prod(dim=-1).clamp_min(1e-6).sqrt()
+
+
+# ----------------------------------------------------------------------------- one epoch
+@dataclass
+class TrainState:
+    """Where a run is: the loader position and the current epoch's running sums."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # steps of `epoch` already done
+    global_step: int = 0
+    loss_sum: float = 0.0  # over this process's samples of the current epoch
+    samples: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images = batch["image"].to(device, non_blocking=True).float()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["params"].to(device, non_blocking=True).float()
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA (no gradient scaler needed); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    *,
+    device: torch.device,
+    amp: bool = True,
+    channels_last: bool = True,
+    after_step: Callable[[TrainState, int], None] | None = None,
+) -> None:
+    """Train over `loader` (already positioned at `state.step`), updating `state` after every step.
+
+    Args:
+        model: the (possibly DDP-wrapped) model, in train mode on return.
+        loader: yields dicts with `image` (B,3,120,120) and `params` (B,62, de-whitened).
+        loss_fn: `loss_fn(pred_whitened, target_params) -> scalar`.
+        optimizer: stepped once per batch.
+        state: advanced in place (step, global_step, loss sums).
+        device: where the model lives.
+        amp: bfloat16 autocast for the forward pass on CUDA.
+        channels_last: feed images in channels-last memory format.
+        after_step: called as `after_step(state, batch_size)` after each step (checkpointing, progress).
+    """
+    model.train()
+    for batch in loader:
+        images, target = _to_device(batch, device, channels_last)
+        with _autocast(device, amp):
+            pred = model(images)
+        loss = loss_fn(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        state.global_step += 1
+        state.loss_sum += float(loss.detach()) * images.shape[0]
+        state.samples += images.shape[0]
+        if after_step is not None:
+            after_step(state, images.shape[0])
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: nn.Module,
+    decoder: LandmarkDecoder,
+    *,
+    device: torch.device,
+    ctx: DistContext = DistContext(),
+    amp: bool = True,
+    channels_last: bool = True,
+) -> dict[str, float]:
+    """Loss and landmark NME (crop frame, percent) over the held-out split, summed over all ranks.
+
+    Returns:
+        {"val_loss", "val_nme", "val_samples"}; NaN losses when the split is empty.
+    """
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, nme sum, samples
+    for batch in loader:
+        images, target = _to_device(batch, device, channels_last)
+        with _autocast(device, amp):
+            pred = model(images).float()
+        n = images.shape[0]
+        landmarks = batch["landmarks"].to(device).float().reshape(n, 2, -1)
+        sums[0] += float(loss_fn(pred, target)) * n
+        sums[1] += landmark_nme(decoder(pred), landmarks).sum()
+        sums[2] += n
+    if ctx.distributed:
+        torch.distributed.all_reduce(sums)
+    loss_sum, nme_sum, count = sums.tolist()
+    if count == 0:
+        return {"val_loss": math.nan, "val_nme": math.nan, "val_samples": 0}
+    return {"val_loss": loss_sum / count, "val_nme": 100.0 * nme_sum / count, "val_samples": int(count)}
+
+
+# ----------------------------------------------------------------------------- checkpoints and logs
+@dataclass(frozen=True)
+class FitResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    model_path: Path  # final model checkpoint (load with r3fa.predictor.load_predictor)
+    metrics_path: Path  # metrics.csv
+    history: list[dict[str, Any]]
+    resumed_from: dict[str, int] | None  # {"epoch", "step"} when the run continued from a checkpoint
+
+
+METRIC_COLUMNS = (
+    "epoch", "global_step", "lr", "train_loss", "val_loss", "val_nme", "val_samples", "images_per_s", "epoch_seconds",
+)  # fmt: skip
+
+
+def write_metrics(history: list[dict[str, Any]], path: Path) -> Path:
+    """Write the per-epoch history as CSV (atomically; the whole file each time, so resume never duplicates)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+    return path
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "loss_generator": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loss_generator"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class _Run:
+    """The mutable pieces of one `fit` call, and how they go into and come out of a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, info: DatasetInfo, model: nn.Module, device: torch.device) -> None:
+        self.cfg, self.info, self.model, self.device = cfg, info, model, device
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.state = TrainState()
+
+    def payload(self, with_train_state: bool) -> dict[str, Any]:
+        payload = model_payload(
+            self.cfg.model.name,
+            self.cfg.model.kwargs,
+            self.model.state_dict(),
+            self.info.whitening,
+            self.info.convention,
+            meta={"manifest_hash": self.info.manifest_hash, "config": self.cfg.model_dump(mode="json")},
+        )
+        if with_train_state:
+            s = self.state
+            payload["train_state"] = {
+                "epoch": s.epoch,
+                "step": s.step,
+                "global_step": s.global_step,
+                "loss_sum": s.loss_sum,
+                "samples": s.samples,
+                "history": s.history,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(self.generator, self.device),
+            }
+        return payload
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        found = payload["meta"].get("manifest_hash")
+        if found != self.info.manifest_hash:
+            raise ValueError(
+                f"checkpoint was trained on dataset {found}, not on this shard set ({self.info.manifest_hash})"
+            )
+        self.model.load_state_dict(payload["state_dict"])
+        ts = payload["train_state"]
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scheduler.load_state_dict(ts["scheduler"])
+        _restore_rng(ts["rng"], self.generator, self.device)
+        self.state = TrainState(
+            ts["epoch"], ts["step"], ts["global_step"], ts["loss_sum"], ts["samples"], list(ts["history"])
+        )
+
+
+# ----------------------------------------------------------------------------- progress
+class _ProgressBar:
+    """A rich progress bar over the steps of the run, with images/s (main process only)."""
+
+    def __init__(self, enabled: bool, total_steps: int, done_steps: int) -> None:
+        self._progress = (
+            Progress(
+                TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[ips]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
+                TimeElapsedColumn(),
+            )
+            if enabled
+            else None
+        )
+        self._total, self._done = total_steps, done_steps
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["_ProgressBar"]:
+        if self._progress is None:
+            yield self
+            return
+        with self._progress:
+            self._task = self._progress.add_task(
+                "train", total=self._total, completed=self._done, epoch=0, ips=0.0, loss=math.nan
+            )
+            yield self
+
+    def update(self, epoch: int, images_per_s: float, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, epoch=epoch, ips=images_per_s, loss=loss)
+
+
+# ----------------------------------------------------------------------------- the run
+def fit(
+    cfg: TrainConfig,
+    shard_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> FitResult:
+    """Train `cfg` on the shard set in `shard_dir`, writing checkpoints and logs to `out_dir`.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
+
+    Args:
+        cfg: the validated training config.
+        shard_dir: a shard set (manifest.json, train and val splits).
+        out_dir: where the run's files go; a `checkpoints/last.pth` there is resumed from when `resume`.
+        resume: continue from `out_dir/checkpoints/last.pth` if it exists (else start fresh).
+        progress: show a rich progress bar (rank 0).
+        on_epoch_end: called on rank 0 with each finished epoch's metrics record.
+
+    Returns:
+        The paths of the final model and the metrics log, and the per-epoch history.
+    """
+    ctx = DistContext.from_env()
+    device = resolve_device(cfg.device, ctx)
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world_size {ctx.world_size}")
+    if ctx.distributed and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+
+    out_dir, shard_dir = Path(out_dir), Path(shard_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pth"
+    info = read_dataset_info(shard_dir)
+    run = _Run(cfg, info, build_model(cfg, device), device)
+    resumed_from = None
+    if resume and last_path.exists():
+        run.restore(load_checkpoint(last_path))
+        resumed_from = {"epoch": run.state.epoch, "step": run.state.step}
+    if ctx.is_main:
+        write_resolved(cfg, out_dir)
+
+    net: nn.Module = run.model
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    train_loss = build_loss(cfg, info, run.generator, device)
+    val_generator = torch.Generator()
+    val_loss = build_loss(cfg, info, val_generator, device)
+    decoder = LandmarkDecoder(info.whitening, info.convention).to(device)
+
+    def loader(split: str, epoch: int, start_step: int, train: bool) -> Any:
+        return create_loader(
+            shard_dir,
+            split,
+            cfg.batch_size // ctx.world_size,
+            kind=cfg.loader.kind,
+            seed=cfg.seed,
+            epoch=epoch,
+            start_step=start_step,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            device=device,
+            augment=cfg.loader.augment and train,
+            num_threads=cfg.loader.num_threads,
+            drop_last=train,
+        )
+
+    steps_per_epoch = len(loader("train", 0, 0, True))
+    if steps_per_epoch == 0:
+        raise ValueError(f"{shard_dir}: the train split has fewer than one batch of {cfg.batch_size} samples")
+    state = run.state
+    bar = _ProgressBar(progress and ctx.is_main, cfg.epochs * steps_per_epoch, state.global_step)
+    clock = {"t0": time.perf_counter(), "images": 0}
+
+    def after_step(s: TrainState, batch: int) -> None:
+        clock["images"] += batch * ctx.world_size
+        rate = clock["images"] / max(time.perf_counter() - clock["t0"], 1e-9)
+        bar.update(s.epoch, rate, s.loss_sum / max(s.samples, 1))
+        if ctx.is_main and s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
+            save_checkpoint(run.payload(with_train_state=True), last_path)
+
+    with bar.running():
+        while state.epoch < cfg.epochs:
+            clock.update(t0=time.perf_counter(), images=0)
+            lr = run.optimizer.param_groups[0]["lr"]
+            train_one_epoch(
+                net,
+                loader("train", state.epoch, state.step, True),
+                train_loss,
+                run.optimizer,
+                state,
+                device=device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                after_step=after_step,
+            )
+            seconds = time.perf_counter() - clock["t0"]
+            val_generator.manual_seed(cfg.seed)  # the same vertex draws at every validation
+            metrics = validate(
+                net,
+                loader(cfg.val_split, 0, 0, False),
+                val_loss,
+                decoder,
+                device=device,
+                ctx=ctx,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+            )
+            record = {
+                "epoch": state.epoch,
+                "global_step": state.global_step,
+                "lr": lr,
+                "train_loss": _global_mean(state.loss_sum, state.samples, ctx, device),
+                **metrics,
+                "images_per_s": clock["images"] / max(seconds, 1e-9),
+                "epoch_seconds": seconds,
+            }
+            state.history.append(record)
+            run.scheduler.step()
+            state.epoch, state.step, state.loss_sum, state.samples = state.epoch + 1, 0, 0.0, 0
+            if ctx.is_main:
+                if cfg.keep_epoch_checkpoints:
+                    save_checkpoint(run.payload(with_train_state=False), ckpt_dir / f"epoch_{record['epoch']:03d}.pth")
+                save_checkpoint(run.payload(with_train_state=True), last_path)
+                write_metrics(state.history, out_dir / "metrics.csv")
+                if on_epoch_end is not None:
+                    on_epoch_end(record)
+
+    model_path = out_dir / "model.pth"
+    if ctx.is_main:
+        save_checkpoint(run.payload(with_train_state=False), model_path)
+    if ctx.distributed:
+        torch.distributed.barrier()
+    return FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
+
+
+def _global_mean(total: float, count: int, ctx: DistContext, device: torch.device) -> float:
+    sums = torch.tensor([total, count], dtype=torch.float64, device=device)
+    if ctx.distributed:
+        torch.distributed.all_reduce(sums)
+    return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
+
+
+# ----------------------------------------------------------------------------- command line (torchrun)
+def main(argv: list[str] | None = None) -> FitResult:
+    """Command-line entry: `python -m r3fa.training` or `torchrun --nproc-per-node N -m r3fa.training`."""
+    parser = argparse.ArgumentParser(prog="python -m r3fa.training", description=main.__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="configs/train/*.yaml")
+    parser.add_argument("--shards", required=True, type=Path, help="shard set (with manifest.json)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, TrainConfig)
+    try:
+        return fit(cfg, args.shards, args.out, resume=not args.fresh, progress=not args.no_progress)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
