@@ -64,7 +64,7 @@ def create_loader(
         world_size: number of ranks (DALI `num_shards`); every rank gets the full shard list.
         device: where batches land; "cuda[:i]" also makes DALI decode on that GPU.
         augment: apply the label-safe photometric augmentations (colour jitter, blur, noise).
-        num_threads: DALI CPU threads, or DataLoader workers for the fallback.
+        num_threads: DALI CPU threads, or DataLoader workers for the fallback (0: decode in this process).
         drop_last: drop each rank's incomplete tail (training); without it every sample is yielded exactly once
             and the last batch may be partial, or empty on a rank with one sample fewer (validation).
 

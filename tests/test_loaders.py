@@ -1,0 +1,168 @@
+"""Both training loaders over shards made by the builder: same samples, labels as stored, images within the JPEG
+decoders' tolerance, deterministic order, exact resume, and ranks that split an epoch without overlap."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+
+from r3fa import loaders
+from r3fa.loaders import create_loader
+from r3fa.loaders.shardset import key_from_member, rank_range, read_shards, steps_per_epoch
+from r3fa.loaders.torch_loader import TorchLoader
+
+KINDS = ["dali", "torch"]
+# DALI's CPU decoder and OpenCV both use libjpeg-turbo: measured identical (0.0) on the builder's shards.
+# The bound leaves room for other decoders (nvJPEG on a GPU): per image, 0-255 units.
+MEAN_ABS_TOL = 1.5
+MAX_ABS_TOL = 20.0
+
+
+@pytest.fixture(scope="session")
+def shard_dir() -> Path:
+    return Path("/tmp/proto")
+
+
+@pytest.fixture(scope="session")
+def rows(shard_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Parquet rows of the train split by key, read with pyarrow (not the builder's reader)."""
+    table = pads.dataset(sorted(shard_dir.glob("*.parquet")), format="parquet").to_table(
+        columns=["key", "split", "params", "landmarks"]
+    )
+    out = {}
+    for key, split, params, lms in zip(*(table.column(c).to_pylist() for c in ("key", "split", "params", "landmarks"))):
+        if split == "train":
+            out[key] = {"params": np.asarray(params, np.float32), "landmarks": np.asarray(lms, np.float32)}
+    return out
+
+
+def _epoch(shard_dir: Path, kind: str, **kwargs) -> list[dict]:
+    return list(create_loader(shard_dir, "train", kwargs.pop("batch_size", 8), kind=kind, **kwargs))
+
+
+def _by_key(batches: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for b in batches:
+        for i, key in enumerate(b["keys"]):
+            assert key not in out, f"{key} twice in one epoch"
+            out[key] = {f: b[f][i].numpy() for f in ("image", "params", "landmarks")}
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_epochs(shard_dir: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    return {kind: _by_key(_epoch(shard_dir, kind, drop_last=False)) for kind in KINDS}
+
+
+def test_both_loaders_yield_every_sample_once_with_stored_labels(full_epochs, rows) -> None:
+    for kind, samples in full_epochs.items():
+        assert set(samples) == set(rows), kind
+        for key, sample in samples.items():
+            # bit-identical: compare the bytes, not the values
+            assert sample["params"].tobytes() == rows[key]["params"].tobytes(), (kind, key)
+            assert sample["landmarks"].tobytes() == rows[key]["landmarks"].tobytes(), (kind, key)
+
+
+def test_images_agree_within_jpeg_decoder_tolerance(full_epochs) -> None:
+    dali, fallback = full_epochs["dali"], full_epochs["torch"]
+    for key in dali:
+        a, b = dali[key]["image"], fallback[key]["image"]
+        assert a.shape == b.shape == (3, 120, 120) and a.dtype == b.dtype == np.float32
+        diff = np.abs(a - b) * 128.0
+        assert diff.mean() < MEAN_ABS_TOL and diff.max() < MAX_ABS_TOL, (key, diff.mean(), diff.max())
+    image = next(iter(dali.values()))["image"]
+    assert -1.0 <= image.min() and image.max() <= 1.0  # (x - 127.5) / 128
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        x["keys"] == y["keys"] and all(torch.equal(x[f], y[f]) for f in ("image", "params", "landmarks"))
+        for x, y in zip(a, b)
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_order_is_deterministic_per_seed_and_epoch_and_resumes_exactly(shard_dir: Path, kind: str) -> None:
+    first = _epoch(shard_dir, kind, seed=3, epoch=1, augment=True)
+    assert len(first) == len(create_loader(shard_dir, "train", 8, kind=kind)) > 3
+    assert _same(first, _epoch(shard_dir, kind, seed=3, epoch=1, augment=True))
+    assert _same(first[3:], _epoch(shard_dir, kind, seed=3, epoch=1, augment=True, start_step=3))
+    other = _epoch(shard_dir, kind, seed=3, epoch=2, augment=True)
+    assert [b["keys"] for b in other] != [b["keys"] for b in first]
+    plain = _epoch(shard_dir, kind, seed=3, epoch=1)
+    assert [b["keys"] for b in plain] == [b["keys"] for b in first]  # augmentation never changes the order
+    assert not torch.equal(plain[0]["image"], first[0]["image"])
+    assert torch.equal(plain[0]["params"], first[0]["params"])
+
+
+def test_fallback_order_does_not_depend_on_the_number_of_workers(shard_dir: Path) -> None:
+    assert _same(_epoch(shard_dir, "torch", num_threads=0), _epoch(shard_dir, "torch", num_threads=2))
+
+
+def test_auto_picks_the_fallback_without_dali(shard_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loaders, "dali_available", lambda: False)
+    assert isinstance(create_loader(shard_dir, "train", 8), TorchLoader)
+    with pytest.raises(ValueError, match="unknown loader kind"):
+        create_loader(shard_dir, "train", 8, kind="nvjpeg")
+
+
+def _rank_epoch(args: tuple[str, str, int, int, bool]) -> tuple[int, list[list[str]]]:
+    """One rank's epoch in its own process: (len(loader), keys per batch).
+
+    The fallback runs without DataLoader workers here: forking them from a spawned pool process costs seconds,
+    and worker independence has its own test.
+    """
+    shard_dir, kind, rank, world_size, drop_last = args
+    loader = create_loader(
+        Path(shard_dir),
+        "train",
+        8,
+        kind=kind,
+        seed=5,
+        epoch=1,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+        num_threads=0 if kind == "torch" else 2,
+    )
+    return len(loader), [b["keys"] for b in loader]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_ranks_cover_every_sample_exactly_once(shard_dir: Path, rows, kind: str) -> None:
+    jobs = [(str(shard_dir), kind, rank, 2, drop_last) for drop_last in (False, True) for rank in (0, 1)]
+    # not multiprocessing.Pool: its daemonic workers cannot start the fallback's DataLoader workers
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        (len0, keys0), (len1, keys1), (dlen0, dkeys0), (dlen1, dkeys1) = list(pool.map(_rank_epoch, jobs))
+    assert len0 == len1 == len(keys0) == len(keys1)
+    seen = [k for batch in keys0 + keys1 for k in batch]
+    assert sorted(seen) == sorted(rows)
+    assert dlen0 == dlen1 == len(dkeys0) == len(dkeys1) == (len(rows) // 2) // 8
+    assert all(len(b) == 8 for b in dkeys0 + dkeys1)
+    assert not set(sum(dkeys0, [])) & set(sum(dkeys1, []))
+
+
+def test_steps_are_equal_on_every_rank() -> None:
+    # 17 samples on 2 ranks: 8 and 9. Dropping: 1 step of 8; keeping all: 2 steps (rank 0's second is empty).
+    assert [rank_range(17, r, 2) for r in (0, 1)] == [(0, 8), (8, 17)]
+    assert steps_per_epoch(17, 8, 2, drop_last=True) == 1
+    assert steps_per_epoch(17, 8, 2, drop_last=False) == 2
+    assert steps_per_epoch(16, 8, 2, drop_last=False) == 1
+
+
+def test_keys_come_from_member_names_and_source_info() -> None:
+    assert key_from_member("/d/x-train-000001.tar:1536:abc_0001.jpg") == "abc_0001"
+    assert key_from_member("abc_0001.params.f32") == "abc_0001"
+
+
+def test_shard_list_comes_from_the_manifest(shard_dir: Path, rows) -> None:
+    shards = read_shards(shard_dir, "train")
+    assert sum(s.count for s in shards) == len(rows)
+    assert all(s.tar.exists() and s.index.exists() for s in shards)
+    assert read_shards(shard_dir, "no-such-split") == []
