@@ -1,0 +1,370 @@
+"""Where real samples come from, and how one becomes a 120x120 training record.
+
+The dataset builder works in two steps so that augmentation never re-warps a crop:
+
+1. A *source item* (`SourceItem`) names the files of one real sample. The iterators list them for each
+   source: `iter_300wlp` (the 300W-LP tree), `iter_aflw2000` (AFLW2000-3D, optionally one fold of
+   `r3fa.folds`), `iter_landmark_images` (any folder of images with 68-point `.pts`/`.ljson` files; these
+   have no 3DMM label and serve prediction and previews only, see `load_image_landmarks`).
+2. `load_source_sample` reads an item into a `BaseSample`: the full image, the 3DDFA landmark roi, the
+   image-frame affine of the annotation's pose, 40 shape + 10 expression coefficients and 68 image-frame
+   landmarks. `make_record` turns a base sample into a `SampleRecord` through a `CropTransform`, one 2x3
+   affine from the original image to the crop (the roi crop, or an augmentation's composed geometry, see
+   `r3fa.augment`): the image is warped once and the label re-expressed in the crop frame
+   (`DATASET_CONVENTION`), mirrored labels included (`r3fa.landmark_symmetry`).
+
+No reader for the official 120x120 benchmark crops lives here: the dataset builder does not need one, and
+`r3fa.benchmarks` loads them for evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from r3fa.crop import CROP_SIZE, roi_from_landmarks
+from r3fa.folds import fold_of_index
+from r3fa.io import BadInputError, read_annotation, read_image, read_landmarks_file
+from r3fa.labels import crop_frame_params, image_frame_affine, landmark_nme, landmarks_in_crop, refit_coefficients
+from r3fa.landmark_symmetry import IBUG68_FLIP, mirror_coefficients
+from r3fa.morphable import MorphableModel, load_model, posed_vertices
+from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_degrees
+from r3fa.records import DATASET_CONVENTION, SampleRecord
+
+W300LP_SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+LANDMARK_SUFFIXES = (".pts", ".ljson")
+_UNIT_CROP = np.array([0.0, 0.0, CROP_SIZE, CROP_SIZE])  # the roi under which crop pixels are the frame itself
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """The files of one real sample.
+
+    Attributes:
+        key: unique within a dataset, no dots (e.g. "aflw2000_3d_image00002", "300wlp_AFW_1051618982_1_0").
+        source: "aflw2000_3d", "300wlp/AFW", "300wlp/AFW_Flip", "faces_68pts", ...
+        subject_id: identity grouping for splits (a 300W-LP face, its profile views and their flips share one).
+        image_path: the original image.
+        annotation_path: the 300W-LP-format `.mat` with the 3DMM label; "" when there is none.
+        landmark_path: an optional 68-point landmark file (`.pts`, `.ljson`, 300W-LP `_pts.mat`).
+    """
+
+    key: str
+    source: str
+    subject_id: str
+    image_path: str
+    annotation_path: str
+    landmark_path: str = ""
+
+    @property
+    def has_label(self) -> bool:
+        """Whether the item carries a 3DMM label (an annotation `.mat`)."""
+        return bool(self.annotation_path)
+
+
+@dataclass(frozen=True, eq=False)
+class BaseSample:
+    """One real sample in its image frame: everything needed to crop it with any roi or transform.
+
+    Attributes:
+        image: the full image, BGR uint8.
+        roi: (4,) [sx, sy, ex, ey], 3DDFA's roi of the landmarks.
+        image_affine: (3, 4) model -> image pixels affine of the annotation's pose.
+        shape: (40,) shape coefficients.
+        exp: (10,) expression coefficients.
+        landmarks: (2, 68) the annotation's image-frame landmarks.
+        label_nme: NME (percent) of the label's landmarks against `landmarks`.
+        pose_deg: (3,) pitch, yaw, roll in degrees.
+    """
+
+    image: np.ndarray
+    roi: np.ndarray
+    image_affine: np.ndarray
+    shape: np.ndarray
+    exp: np.ndarray
+    landmarks: np.ndarray
+    label_nme: float
+    pose_deg: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class CropTransform:
+    """A 2x3 affine from original-image pixels to 120x120 crop pixels (a mirror when its determinant < 0)."""
+
+    matrix: np.ndarray
+
+    @classmethod
+    def from_roi(cls, roi: np.ndarray, size: int = CROP_SIZE) -> "CropTransform":
+        """The plain crop of `roi` [sx, sy, ex, ey], the pixel mapping of `r3fa.crop.crop_image`."""
+        sx, sy, ex, ey = np.asarray(roi, np.float64)
+        kx, ky = size / (ex - sx), size / (ey - sy)
+        return cls(np.array([[kx, 0.0, -sx * kx], [0.0, ky, -sy * ky]]))
+
+    @property
+    def mirrored(self) -> bool:
+        return bool(np.linalg.det(self.matrix[:, :2]) < 0)
+
+    @property
+    def scale(self) -> float:
+        """The 2D scale (sqrt of |det|), by which depth scales too."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Image-frame points `(2, N)` -> crop pixels `(2, N)`."""
+        return self.matrix[:, :2] @ np.asarray(points, np.float64)[:2] + self.matrix[:, 2:]
+
+    def roi(self, size: int = CROP_SIZE) -> np.ndarray:
+        """The axis-aligned box [sx, sy, ex, ey] in the image that the crop's corners map back to."""
+        inverse = cv2.invertAffineTransform(self.matrix)
+        corners = inverse[:, :2] @ np.array([[0, size, 0, size], [0, 0, size, size]], np.float64) + inverse[:, 2:]
+        return np.array([corners[0].min(), corners[1].min(), corners[0].max(), corners[1].max()])
+
+
+@lru_cache(maxsize=1)
+def _bfm68() -> MorphableModel:
+    return load_model("bfm68")
+
+
+# ----------------------------------------------------------------------------- iterators
+def _key(*parts: str) -> str:
+    """A dataset key from name parts: joined by '_', every character outside [A-Za-z0-9_-] replaced by '-'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", "_".join(parts))
+
+
+def _strip_profile_index(name: str) -> str:
+    """'image_008_1_0' -> 'image_008_1': 300W-LP numbers the synthesised views of a face with a last '_<k>'."""
+    return re.sub(r"_\d+$", "", name)
+
+
+def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
+    """The 300W-LP tree `{AFW,HELEN,IBUG,LFPW}[_Flip]/<subset>_<name>_<k>.{jpg,mat}`, sorted by path.
+
+    A landmark file `landmarks/<subset>/<file stem>_pts.mat` is attached when it exists (300W-LP ships them
+    for the un-flipped subsets only). Subject ids strip the subset prefix and the profile index `_<k>` and
+    ignore `_Flip`, so a face, its profile views and their mirror images form one subject
+    ("IBUG/image_008_1"). Images without a `.mat` are skipped.
+    """
+    root = Path(root)
+    for subset in W300LP_SUBSETS:
+        for folder in (subset, f"{subset}_Flip"):
+            for image in sorted((root / folder).glob("*.jpg")):
+                mat = image.with_suffix(".mat")
+                if not mat.is_file():
+                    continue
+                name = image.stem.removeprefix(f"{subset}_")
+                landmarks = root / "landmarks" / subset / f"{image.stem}_pts.mat"
+                yield SourceItem(
+                    key=_key("300wlp", folder, name),
+                    source=f"300wlp/{folder}",
+                    subject_id=f"{subset}/{_strip_profile_index(name)}",
+                    image_path=str(image),
+                    annotation_path=str(mat),
+                    landmark_path=str(landmarks) if landmarks.is_file() else "",
+                )
+
+
+def iter_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 2) -> Iterator[SourceItem]:
+    """AFLW2000-3D `image*.jpg` + `.mat` in sorted-name order; with `fold`, only the images at sorted
+    positions in that fold (`r3fa.folds.fold_of_index`). Each image is its own subject."""
+    if fold is not None and not 0 <= fold < n_folds:
+        raise ValueError(f"fold {fold} out of range for {n_folds} folds")
+    for index, image in enumerate(sorted(Path(root).glob("image*.jpg"))):
+        if fold is not None and fold_of_index(index, n_folds) != fold:
+            continue
+        yield SourceItem(
+            key=_key("aflw2000_3d", image.stem),
+            source="aflw2000_3d",
+            subject_id=f"aflw2000_3d/{image.stem}",
+            image_path=str(image),
+            annotation_path=str(image.with_suffix(".mat")),
+        )
+
+
+def iter_landmark_images(folder: str | Path, source: str | None = None) -> Iterator[SourceItem]:
+    """Images in `folder` that have a 68-point `.pts` or `.ljson` beside them (same stem), sorted by name.
+
+    These have no 3DMM label (`annotation_path == ""`): they are for prediction and previews
+    (`load_image_landmarks`), never for training records.
+
+    Args:
+        folder: the folder to scan (not recursive).
+        source: the items' source name; default the folder's name.
+    """
+    folder = Path(folder)
+    source = source or folder.name
+    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        landmarks = next((image.with_suffix(s) for s in LANDMARK_SUFFIXES if image.with_suffix(s).is_file()), None)
+        if landmarks is None:
+            continue
+        yield SourceItem(
+            key=_key(source, image.stem),
+            source=source,
+            subject_id=f"{source}/{image.stem}",
+            image_path=str(image),
+            annotation_path="",
+            landmark_path=str(landmarks),
+        )
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_item_landmarks(path: str | Path) -> np.ndarray:
+    """68 image-frame landmarks `(2, 68)` of a landmark file: 300W-LP's `_pts.mat` (`pts_3d`, else `pts_2d`,
+    stored (68, 2)), any other format through `r3fa.io.read_landmarks_file`."""
+    path = Path(path)
+    if not path.name.endswith("_pts.mat"):
+        return read_landmarks_file(path)
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises several types for damaged files
+        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
+    name = next((n for n in ("pts_3d", "pts_2d") if n in mat), None)
+    if name is None:
+        raise BadInputError(path, "missing field pts_3d")
+    pts = np.asarray(mat[name], np.float64)
+    pts = pts.T if pts.shape == (68, 2) else pts
+    if pts.shape != (2, 68) or not np.isfinite(pts).all():
+        raise BadInputError(path, f"bad shape {name} {np.shape(mat[name])}")
+    return pts
+
+
+def _annotation_landmarks(item: SourceItem, pt3d_68: np.ndarray | None, pt2d: np.ndarray | None) -> np.ndarray:
+    """The annotation's 68 landmarks: `pt3d_68[:2]`, else a 68-point `pt2d`, else the item's landmark file."""
+    if pt3d_68 is not None:
+        return pt3d_68[:2]
+    if pt2d is not None and pt2d.shape == (2, 68) and np.isfinite(pt2d).all():
+        return pt2d
+    if item.landmark_path:
+        return _read_item_landmarks(item.landmark_path)
+    raise BadInputError(item.annotation_path, "no 68-point landmarks (pt3d_68, pt2d or a landmark file)")
+
+
+def label_landmarks(image_affine: np.ndarray, shape: np.ndarray, exp: np.ndarray) -> np.ndarray:
+    """The 68 landmarks `(2, 68)` of a label, in the frame of its affine."""
+    return posed_vertices(_bfm68(), compose(image_affine, shape, exp))[:2]
+
+
+def load_source_sample(item: SourceItem, *, refit: bool = False) -> BaseSample:
+    """Read one labelled source item into its image frame.
+
+    Args:
+        item: a source item with an annotation (`item.has_label`).
+        refit: refit the 50 coefficients (pose kept) to the annotation's landmarks
+            (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
+
+    Returns:
+        The base sample; `label_nme` compares the (refitted) label's landmarks with the annotation's.
+
+    Raises:
+        BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
+        ValueError: the item has no 3DMM label (e.g. from `iter_landmark_images`).
+    """
+    if not item.has_label:
+        raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
+    image = read_image(item.image_path)
+    annotation = read_annotation(item.annotation_path)
+    landmarks = _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
+    roi = roi_from_landmarks(landmarks)
+    affine = image_frame_affine(annotation.pose_para, image.shape[0])
+    shape, exp = annotation.shape_para[:SHAPE_DIM], annotation.exp_para[:EXP_DIM]
+    if refit:
+        shape, exp = _refit(affine, shape, exp, landmarks, roi)
+    label_nme = 100.0 * float(landmark_nme(label_landmarks(affine, shape, exp), landmarks))
+    return BaseSample(
+        image=image,
+        roi=roi,
+        image_affine=affine,
+        shape=np.asarray(shape, np.float64),
+        exp=np.asarray(exp, np.float64),
+        landmarks=landmarks,
+        label_nme=label_nme,
+        pose_deg=pose_degrees(crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION)),
+    )
+
+
+def _refit(
+    affine: np.ndarray, shape: np.ndarray, exp: np.ndarray, landmarks: np.ndarray, roi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients refitted to the landmarks in the crop frame of `roi` (pose kept)."""
+    params = crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION)
+    target = CropTransform.from_roi(roi).apply(landmarks)
+    refitted = refit_coefficients(_bfm68(), params, target, DATASET_CONVENTION).astype(np.float64)
+    return refitted[12 : 12 + SHAPE_DIM], refitted[12 + SHAPE_DIM :]
+
+
+def load_image_landmarks(item: SourceItem) -> tuple[np.ndarray, np.ndarray]:
+    """The image (BGR) and its 68 image-frame landmarks `(2, 68)` of an item, labelled or not (for
+    prediction and previews). Raises `BadInputError` for unreadable files."""
+    image = read_image(item.image_path)
+    if item.landmark_path:
+        return image, _read_item_landmarks(item.landmark_path)
+    annotation = read_annotation(item.annotation_path)
+    return image, _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
+
+
+# ----------------------------------------------------------------------------- records
+def crop_label(base: BaseSample, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
+    """The 62-d crop-frame label (`DATASET_CONVENTION`) and the crop-frame landmarks `(2, 68)` of a base
+    sample seen through `transform`.
+
+    The transform acts on x, y; depth scales with its 2D scale. A mirroring transform maps the face onto its
+    mirror image: the pose becomes `L A diag(-1, 1, 1)` (a proper scaled rotation again), the coefficients
+    are refitted to the mirrored shape (`mirror_coefficients`) and the landmarks are permuted with the
+    iBUG 68-point symmetry.
+    """
+    to_crop = np.eye(4)
+    to_crop[:2, :2], to_crop[:2, 3] = transform.matrix[:, :2], transform.matrix[:, 2]
+    to_crop[2, 2] = transform.scale
+    affine = to_crop @ np.vstack([base.image_affine, [0, 0, 0, 1]])
+    shape, exp = base.shape, base.exp
+    landmarks = transform.apply(base.landmarks)
+    if transform.mirrored:
+        shape, exp, offset = mirror_coefficients(shape, exp, _bfm68())
+        affine[:3, :3] = affine[:3, :3] @ np.diag([-1.0, 1.0, 1.0])
+        affine[:3, 3] += affine[:3, :3] @ offset
+        landmarks = landmarks[:, IBUG68_FLIP]
+    params = crop_frame_params(affine[:3], shape, exp, _UNIT_CROP, DATASET_CONVENTION)
+    return params, landmarks
+
+
+def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE) -> np.ndarray:
+    """The `size x size` crop of `image` through `transform` (bilinear, black outside the image)."""
+    return cv2.warpAffine(image, transform.matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | None = None) -> SampleRecord:
+    """A 120x120 training record of a base sample.
+
+    Args:
+        base: the sample in its image frame (`load_source_sample`).
+        item: where it came from (key, source, subject, image path).
+        transform: image -> crop affine; default the plain crop of `base.roi` (3DDFA's landmark roi).
+
+    Returns:
+        The record: crop, crop-frame label and landmarks, pose in degrees, and `label_nme` (percent) of the
+        label's crop-frame landmarks against the transformed annotation landmarks. `roi` is the image box
+        the crop covers (the axis-aligned bound of its corners for a rotated crop).
+    """
+    transform = transform or CropTransform.from_roi(base.roi)
+    params, landmarks = crop_label(base, transform)
+    reconstructed = landmarks_in_crop(_bfm68(), params, DATASET_CONVENTION)[:2]
+    return SampleRecord(
+        key=item.key,
+        source=item.source,
+        subject_id=item.subject_id,
+        image_path=item.image_path,
+        crop=warp_crop(base.image, transform),
+        roi=transform.roi(),
+        params=params,
+        landmarks=landmarks.astype(np.float32),
+        pose_deg=pose_degrees(params).astype(np.float32),
+        label_nme=100.0 * float(landmark_nme(reconstructed, landmarks)),
+    )
