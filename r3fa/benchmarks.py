@@ -24,8 +24,9 @@ the protocol's yaw, the per-image normaliser and, for AFLW, the visibility mask.
   1500 of the subset, not the full set's 11596 / 5457 / 4027, so the mean of bin means is comparable, the
   overall mean is not.
 
-`indices` selects rows (e.g. a fold from `r3fa.folds`); `rows` remembers their place in the full
-benchmark. `dataset_hash` identifies the source arrays and the selection.
+`indices` selects rows, `fold`/`n_folds` selects a fold by `r3fa.folds` (sorted position i is in fold
+i % n_folds); `rows` remembers their place in the full benchmark and `selection` says in words which rows
+these are (tables print it). `dataset_hash` identifies the source arrays and the selection.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from r3fa.folds import fold_indices
 from r3fa.io import BadInputError
 from r3fa.metrics import box_normaliser
 from r3fa.paths import data_root
@@ -69,6 +71,7 @@ class Benchmark:
         visible: `(B, P)` visibility mask, or None when every point counts.
         point_map: 68 -> P map (each output point is the mean of these 68-point indices), or None.
         dataset_hash: sha256 of the source arrays, the name list and the selected rows.
+        selection: which rows, in words ("full set", "fold 1 of 2", "25 selected rows").
         note: what the reader should know about this benchmark's protocol.
     """
 
@@ -83,6 +86,7 @@ class Benchmark:
     visible: np.ndarray | None
     point_map: tuple[tuple[int, ...], ...] | None
     dataset_hash: str
+    selection: str
     note: str
 
     def __len__(self) -> int:
@@ -107,20 +111,25 @@ class Benchmark:
         return np.stack([xy[:, :, list(group)].mean(axis=2) for group in self.point_map], axis=2)
 
 
-def load_benchmark(name: str, indices: np.ndarray | None = None) -> Benchmark:
+def load_benchmark(
+    name: str, indices: np.ndarray | None = None, *, fold: int | None = None, n_folds: int = 2
+) -> Benchmark:
     """Load a benchmark from the reference data.
 
     Args:
         name: `aflw2000-3d`, `aflw2000-3d-reannotated` or `aflw`.
-        indices: rows to keep (positions in the benchmark's own order, e.g. `fold_indices(2000, 1, 2)`);
-            all rows when None.
+        indices: rows to keep (positions in the benchmark's own order); all rows when None.
+        fold: keep the rows of this fold of `n_folds` (`r3fa.folds.fold_indices`); not with `indices`.
+        n_folds: number of folds.
 
     Returns:
-        The `Benchmark`, rows in the order of `indices`.
+        The `Benchmark`, rows in the order of `indices` (ascending for a fold).
 
     Raises:
-        ValueError: for an unknown name or an index out of range.
+        ValueError: for an unknown name, an index or fold out of range, or both `indices` and `fold`.
     """
+    if indices is not None and fold is not None:
+        raise ValueError("give indices or fold, not both")
     root = data_root()
     configs = root / "3ddfa" / "test.configs"
     if name in ("aflw2000-3d", "aflw2000-3d-reannotated"):
@@ -162,7 +171,13 @@ def load_benchmark(name: str, indices: np.ndarray | None = None) -> Benchmark:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
 
     total = len(names)
-    rows = np.arange(total) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+    if fold is not None:
+        rows, selection = fold_indices(total, fold, n_folds), f"fold {fold} of {n_folds}"
+    elif indices is not None:
+        rows = np.asarray(indices, np.int64).reshape(-1)
+        selection = f"{rows.size} selected rows"
+    else:
+        rows, selection = np.arange(total), "full set"
     if rows.size and (rows.min() < 0 or rows.max() >= total):
         raise ValueError(f"indices out of range for {name} ({total} rows)")
     digest = hashlib.sha256()
@@ -181,5 +196,6 @@ def load_benchmark(name: str, indices: np.ndarray | None = None) -> Benchmark:
         visible=None if visible is None else visible[rows],
         point_map=point_map,
         dataset_hash=digest.hexdigest(),
+        selection=selection,
         note=note,
     )

@@ -153,7 +153,6 @@ def evaluate(
     *,
     model_name: str = "model",
     checkpoint: str | Path | None = None,
-    evaluated_on: str = "full set",
 ) -> EvalResult:
     """Evaluate `predictor` on `benchmark` by the 3DDFA protocol and write the run's files.
 
@@ -165,7 +164,6 @@ def evaluate(
         progress: called with (done, total) after each batch.
         model_name: the row label in tables and `nme.json`.
         checkpoint: the weights file, hashed into `nme.json` (None for the baselines without one).
-        evaluated_on: which rows, in words (e.g. "fold 1 of 2 (held out)"), for the table's notes.
 
     Returns:
         The `EvalResult`; its files are in `out_dir`.
@@ -175,7 +173,7 @@ def evaluate(
     landmarks = predict_landmarks(predictor, benchmark, batch_size, progress)
     errors = nme(benchmark.benchmark_points(landmarks), benchmark.gt, benchmark.normaliser, benchmark.visible)
     summary = summarise(errors, benchmark.yaw)
-    report = _report(summary, errors, benchmark, model_name, checkpoint, evaluated_on)
+    report = _report(summary, errors, benchmark, model_name, checkpoint)
 
     paths = {
         "nme_json": out_dir / "nme.json",
@@ -198,7 +196,6 @@ def _report(
     benchmark: Benchmark,
     model_name: str,
     checkpoint: str | Path | None,
-    evaluated_on: str,
 ) -> dict:
     return {
         "schema": NME_SCHEMA,
@@ -213,7 +210,7 @@ def _report(
             "dataset_hash": benchmark.dataset_hash,
             "note": benchmark.note,
         },
-        "evaluated_on": evaluated_on,
+        "evaluated_on": benchmark.selection,
         "bins": summary.to_dict(),
         "counts": {**dict(zip(BIN_NAMES, summary.counts)), "total": int(sum(summary.counts))},
         "bin_std": {name: (float(s) if np.isfinite(s) else None) for name, s in zip(BIN_NAMES, summary.stds)},

@@ -1,0 +1,101 @@
+"""Prefect flow `evaluate`: one checkpoint on one benchmark, published as Table-1-style artifacts.
+
+Thin over the engine (`r3fa.evaluation.evaluate`): load the predictor, run the engine in a task (it
+writes files, so no result cache), then publish a table artifact laid out like the paper's Table 1 (this
+run, any earlier runs named in `compare_with`, the paper's and the published peer rows) and a markdown
+artifact with the paths of every file written. The pipeline flow calls it for the trained model, and
+`compare_with` lets it put the baselines' runs (mean parameters, 3DDFA-V2 mb05) in the same table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from r3fa.benchmarks import load_benchmark
+from r3fa.evaluation import load_run, write_comparison
+from r3fa.evaluation import evaluate as run_evaluation
+from r3fa.predictor import load_predictor
+from r3fa.report import table_rows
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def evaluate_task(
+    checkpoint: str,
+    model_name: str | None,
+    label: str,
+    benchmark: str,
+    out_dir: str,
+    fold: int | None,
+    n_folds: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Run the engine; returns the `nme.json` document and the written paths (as strings)."""
+    bench = load_benchmark(benchmark, fold=fold, n_folds=n_folds)
+    predictor = load_predictor(checkpoint, model_name=model_name)
+    result = run_evaluation(predictor, bench, out_dir, batch_size, model_name=label, checkpoint=checkpoint)
+    return {"report": result.report, "paths": {k: str(v) for k, v in result.paths.items()}}
+
+
+def artifact_key(benchmark: str, suffix: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    raw = f"nme-{benchmark}-{suffix}".lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(
+    checkpoint: str,
+    model_name: str | None,
+    benchmark: str,
+    out_dir: str,
+    fold: int | None = None,
+    n_folds: int = 2,
+    batch_size: int = 128,
+    label: str | None = None,
+    compare_with: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `checkpoint` on `benchmark` (or one fold of it) and publish the NME table.
+
+    Args:
+        checkpoint: an r3fa checkpoint or the raw 3DDFA-V2 mb05 `.pth`.
+        model_name: registry name of the architecture (None: read from the checkpoint).
+        benchmark: `aflw2000-3d`, `aflw2000-3d-reannotated` or `aflw`.
+        out_dir: folder for this run's files (`nme.json`, `errors.parquet`, plots, `table.md`).
+        fold: evaluate only this fold of `n_folds` (`r3fa.folds`); the full benchmark when None.
+        n_folds: number of folds.
+        batch_size: crops per forward pass.
+        label: the row's name in the table (default: `model_name`, else the checkpoint's file name).
+        compare_with: run folders of earlier evaluations to put in the same table and CED plot.
+
+    Returns:
+        {"report": nme.json document, "paths": this run's files, "comparison": combined table/plot paths}.
+    """
+    label = label or model_name or Path(checkpoint).stem
+    run = evaluate_task(checkpoint, model_name, label, benchmark, out_dir, fold, n_folds, batch_size)
+    others = list(compare_with or [])
+    comparison = {k: str(v) for k, v in write_comparison([out_dir, *others], Path(out_dir) / "comparison").items()}
+    reports = [run["report"], *(load_run(other)[0] for other in others)]
+    create_table_artifact(
+        key=artifact_key(benchmark, "table"),
+        table=table_rows(reports),
+        description=f"NME (%) on {benchmark}, laid out like the paper's Table 1; see the run's table.md notes",
+    )
+    files = {**run["paths"], **{f"comparison {k}": v for k, v in comparison.items()}}
+    bins = table_rows([run["report"]], benchmarks=[])[0]
+    headline = f"{label} on {benchmark} ({run['report']['evaluated_on']}): mean NME {bins['mean']} %"
+    create_markdown_artifact(
+        key=artifact_key(benchmark, "files"),
+        markdown=(
+            f"# {headline}\n\nbins 0-30 / 30-60 / 60-90: {bins['0-30']} / {bins['30-60']} / {bins['60-90']} %\n\n"
+            + "\n".join(f"- {kind}: `{path}`" for kind, path in files.items())
+            + "\n"
+        ),
+        description="where the evaluation's files are",
+    )
+    print(headline)
+    return {**run, "comparison": comparison}
