@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
@@ -47,7 +48,8 @@ from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from r3fa.config import load_config, write_resolved
 from r3fa.crop import CropConvention
 from r3fa.loaders import create_loader
-from r3fa.morphable import load_model, posed_vertices_from
+from r3fa.metrics import box_normaliser, nme
+from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import Whitening
 from r3fa.records import DATASET_CONVENTION
 from r3fa.train_config import TrainConfig
@@ -131,28 +133,10 @@ def build_loss(cfg: TrainConfig, info: DatasetInfo, generator: torch.Generator, 
     ).to(device)
 
 
-class LandmarkDecoder(nn.Module):
-    """Whitened network outputs -> 68 crop-frame landmarks `(B, 2, 68)` (bfm68 reconstruction)."""
-
-    def __init__(self, whitening: Whitening, convention: CropConvention) -> None:
-        super().__init__()
-        bfm = load_model("bfm68")
-        self.whitening = whitening
-        self.convention = convention
-        self.register_buffer("mean", torch.from_numpy(bfm.mean))
-        self.register_buffer("shape_basis", torch.from_numpy(bfm.shape_basis))
-        self.register_buffer("exp_basis", torch.from_numpy(bfm.exp_basis))
-
-    def forward(self, pred_whitened: torch.Tensor) -> torch.Tensor:
-        params = self.whitening.unwhiten(pred_whitened.float())
-        points = posed_vertices_from(self.mean, self.shape_basis, self.exp_basis, params)
-        return self.convention.model_to_crop(points)[:, :2]
-
-
-def landmark_nme(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample NME `(B,)`: mean 2D point error / sqrt(w*h) of the target's landmark box (a fraction)."""
-    extent = target.amax(dim=-1) - target.amin(dim=-1)
-    return (pred - target).norm(dim=1).mean(dim=-1) / extent.prod(dim=-1).clamp_min(1e-6).sqrt()
+def crop_landmarks(pred_whitened: torch.Tensor, info: DatasetInfo, bfm: MorphableModel) -> np.ndarray:
+    """Network outputs -> `(B, 2, 68)` crop-frame landmarks of the dataset's convention (float64)."""
+    params = info.whitening.unwhiten(pred_whitened.detach().float().cpu().numpy())
+    return info.convention.model_to_crop(posed_vertices(bfm, params))[:, :2]
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -229,14 +213,16 @@ def validate(
     model: nn.Module,
     loader: Any,
     loss_fn: nn.Module,
-    decoder: LandmarkDecoder,
+    info: DatasetInfo,
+    bfm: MorphableModel,
     *,
     device: torch.device,
     ctx: DistContext = DistContext(),
     amp: bool = True,
     channels_last: bool = True,
 ) -> dict[str, float]:
-    """Loss and landmark NME (crop frame, percent) over the held-out split, summed over all ranks.
+    """Loss and landmark NME (crop frame, percent; `r3fa.metrics.nme` over the ground truth's box) over the
+    held-out split, summed over all ranks.
 
     Returns:
         {"val_loss", "val_nme", "val_samples"}; NaN losses when the split is empty.
@@ -244,13 +230,15 @@ def validate(
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, nme sum, samples
     for batch in loader:
+        n = len(batch["keys"])
+        if n == 0:  # a rank's last validation batch can be empty (the loader never pads)
+            continue
         images, target = _to_device(batch, device, channels_last)
         with _autocast(device, amp):
             pred = model(images).float()
-        n = images.shape[0]
-        landmarks = batch["landmarks"].to(device).float().reshape(n, 2, -1)
+        truth = batch["landmarks"].cpu().numpy().reshape(n, 2, -1)
         sums[0] += float(loss_fn(pred, target)) * n
-        sums[1] += landmark_nme(decoder(pred), landmarks).sum()
+        sums[1] += float(nme(crop_landmarks(pred, info, bfm), truth, box_normaliser(truth)).sum())
         sums[2] += n
     if ctx.distributed:
         torch.distributed.all_reduce(sums)
@@ -444,7 +432,7 @@ def fit(
     train_loss = build_loss(cfg, info, run.generator, device)
     val_generator = torch.Generator()
     val_loss = build_loss(cfg, info, val_generator, device)
-    decoder = LandmarkDecoder(info.whitening, info.convention).to(device)
+    bfm = load_model("bfm68")
 
     def loader(split: str, epoch: int, start_step: int, train: bool) -> Any:
         return create_loader(
@@ -498,7 +486,8 @@ def fit(
                 net,
                 loader(cfg.val_split, 0, 0, False),
                 val_loss,
-                decoder,
+                info,
+                bfm,
                 device=device,
                 ctx=ctx,
                 amp=cfg.amp,
