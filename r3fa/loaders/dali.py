@@ -54,9 +54,10 @@ def _augment(images: Any) -> Any:
         image_type=types.BGR,
         dtype=types.FLOAT,
     )
+    # Per-sample on/off through the arguments (CPU tensors, valid for CPU and GPU operators alike): a sigma of
+    # 1e-3 has zero off-centre weights in float32, i.e. no blur; a standard deviation of 0, no noise.
     blur = fn.cast(fn.random.coin_flip(probability=a.blur_prob), dtype=types.FLOAT)
-    blurred = fn.gaussian_blur(x, sigma=fn.random.uniform(range=a.blur_sigma), dtype=types.FLOAT)
-    x = blur * blurred + (1.0 - blur) * x
+    x = fn.gaussian_blur(x, sigma=blur * fn.random.uniform(range=a.blur_sigma) + (1.0 - blur) * 1e-3)
     noise = fn.cast(fn.random.coin_flip(probability=a.noise_prob), dtype=types.FLOAT)
     x = fn.noise.gaussian(x, stddev=noise * fn.random.uniform(range=a.noise_std))
     return math.clamp(x, 0.0, 255.0)
@@ -134,7 +135,7 @@ class DaliLoader:
             self.drop_last,
             batch_size=self.plan.batch_size,
             num_threads=self.num_threads,
-            device_id=(self.device.index or 0) if gpu else None,
+            device_id=(torch.cuda.current_device() if self.device.index is None else self.device.index) if gpu else None,
             seed=self.plan.augment_seed,
         )
         policy = LastBatchPolicy.DROP if self.drop_last else LastBatchPolicy.PARTIAL
