@@ -5,6 +5,7 @@ Thin wrapper over `r3fa.morphable` (`build_from_3ddfa`, `MorphableModel.save` / 
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+ModelName = Enum("ModelName", {name: name for name in MODEL_NAMES}, type=str)
 
 BUILD_HELP = "\n\n".join(
     [
@@ -43,22 +46,24 @@ INFO_HELP = "\n\n".join(
 @app.command(help=BUILD_HELP)
 def build(
     from_3ddfa: Path = typer.Option(
-        ..., "--from-3ddfa", exists=True, file_okay=False, help="The 3DDFA release folder (holds c++/ and train.configs/)."
+        ...,
+        "--from-3ddfa",
+        exists=True,
+        file_okay=False,
+        help="The 3DDFA release folder (holds c++/ and train.configs/).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Asset file to write (.npz; written atomically)."),
-    model: str = typer.Option(
-        "bfm68", "--model", "-m", help=f"Which model: {', '.join(MODEL_NAMES)}."
-    ),
+    model: ModelName = typer.Option(ModelName("bfm68"), "--model", "-m", help="Which model."),
 ) -> None:
     """Build one morphable-model asset from the 3DDFA release (see BUILD_HELP)."""
-    if model not in MODEL_NAMES:
-        raise typer.BadParameter(f"unknown model {model!r}: expected one of {', '.join(MODEL_NAMES)}", param_hint="--model")
-    path = build_from_3ddfa(from_3ddfa, model).save(out)
-    typer.echo(f"wrote {model} to {path}")
+    path = build_from_3ddfa(from_3ddfa, model.value).save(out)
+    typer.echo(f"wrote {model.value} to {path}")
 
 
 @app.command(help=INFO_HELP)
-def info(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="An asset written by `r3fa bfm build`.")) -> None:
+def info(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="An asset written by `r3fa bfm build`."),
+) -> None:
     """Describe a morphable-model asset (see INFO_HELP)."""
     try:
         asset = MorphableModel.load(path)

@@ -49,7 +49,9 @@ def audit(
     root: Path = typer.Argument(
         ..., exists=True, file_okay=False, help="Folder of 300W-LP-format .jpg + .mat pairs (searched recursively)."
     ),
-    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="Report on stdout as json or a table."),
+    format: ReportFormat = typer.Option(
+        ReportFormat.table, "--format", "-f", help="Report on stdout as json or a table."
+    ),
     refit: bool = typer.Option(False, "--refit", help="Refit the 40 shape + 10 expression coefficients (pose kept)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the JSON report to this file."),
 ) -> None:
@@ -58,7 +60,9 @@ def audit(
     columns = (TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task("audit", total=None)
-        report = audit_folder(root, refit=refit, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        report = audit_folder(
+            root, refit=refit, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     data = report.to_dict()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,7 @@ def _print_tables(report: AuditReport, console: Console) -> None:
     console.print(summary)
     if report.rejected:
         rejected = Table(title="Rejected files")
-        rejected.add_column("path")
+        rejected.add_column("path", overflow="fold")
         rejected.add_column("reason")
         for rejection in report.rejected:
             rejected.add_row(rejection.path, rejection.reason)

@@ -58,8 +58,13 @@ def yaw_bin(yaw_deg: float) -> str:
 
 
 def side_landmarks_path(annotation_path: Path) -> Path:
-    """Where 300W-LP keeps the 68 landmarks of `<root>/<subset>/<name>.mat`: `<root>/landmarks/<subset>/<name>_pts.mat`."""
-    return annotation_path.parent.parent / LANDMARKS_DIR / annotation_path.parent.name / f"{annotation_path.stem}_pts.mat"
+    """Where 300W-LP keeps the 68 landmarks of `<root>/<subset>/<name>.mat`.
+
+    Returns:
+        `<root>/landmarks/<subset>/<name>_pts.mat` (it may not exist).
+    """
+    subset = annotation_path.parent
+    return subset.parent / LANDMARKS_DIR / subset.name / f"{annotation_path.stem}_pts.mat"
 
 
 def _read_side_landmarks(path: Path) -> np.ndarray:
@@ -163,7 +168,7 @@ def find_pairs(root: str | Path) -> tuple[list[tuple[Path, Path]], list[Rejectio
     pairs = [(images[s], annotations[s]) for s in sorted(images.keys() & annotations.keys())]
     rejected = [Rejection(str(annotations[s]), "missing image") for s in annotations.keys() - images.keys()]
     rejected += [Rejection(str(images[s]), "missing annotation") for s in images.keys() - annotations.keys()]
-    return pairs, sorted(rejected, key=lambda r: r.path)
+    return pairs, rejected
 
 
 def _is_side_landmark_file(path: Path, root: Path) -> bool:
@@ -236,4 +241,5 @@ def audit_folder(
             yaws.append(labeled.yaw_deg)
         if progress is not None:
             progress(done, len(pairs))
+    rejected.sort(key=lambda r: r.path)
     return AuditReport(np.asarray(nmes, np.float64), np.asarray(yaws, np.float64), rejected)

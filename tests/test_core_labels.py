@@ -41,12 +41,13 @@ def aflw_labels(aflw2000_dir: Path, bfm68: MorphableModel) -> AflwLabels:
     annotations = [read_annotation(p) for p in sorted(aflw2000_dir.glob("image*.mat"))]
     pt3d = np.stack([a.pt3d_68 for a in annotations])
     rois = np.stack([roi_from_landmarks(p) for p in pt3d])
+    affines = [image_frame_affine(a.pose_para, AFLW_HEIGHT) for a in annotations]
     params, points = {}, {}
     for convention in CropConvention:
         params[convention] = np.stack(
             [
-                crop_frame_params(image_frame_affine(a.pose_para, AFLW_HEIGHT), a.shape_para, a.exp_para, roi, convention)
-                for a, roi in zip(annotations, rois)
+                crop_frame_params(affine, a.shape_para, a.exp_para, roi, convention)
+                for affine, a, roi in zip(affines, annotations, rois)
             ]
         )
         points[convention] = landmarks_in_image(bfm68, params[convention], rois, convention)
@@ -94,7 +95,8 @@ def test_refit_lowers_the_median(aflw_labels: AflwLabels, bfm68: MorphableModel)
         ]
     )
     np.testing.assert_array_equal(refitted[:, :12], aflw_labels.params[convention][:, :12])  # the pose is kept
-    after = landmark_nme(landmarks_in_image(bfm68, refitted, aflw_labels.rois, convention)[:, :2], aflw_labels.pt3d[:, :2]) * 100
+    refitted_points = landmarks_in_image(bfm68, refitted, aflw_labels.rois, convention)
+    after = landmark_nme(refitted_points[:, :2], aflw_labels.pt3d[:, :2]) * 100
     assert np.median(after) < np.median(before) - 0.05  # measured 0.83 % -> 0.70 %
     assert (after <= before + 1e-6).mean() > 0.95
 

@@ -39,14 +39,16 @@ def test_rotation_matches_face3d_convention() -> None:
 def test_euler_round_trip_single_and_batched() -> None:
     angles = _random_angles(200, seed=1)
     rotations = np.stack([rotation_from_euler(*a) for a in angles])
-    np.testing.assert_allclose(np.einsum("nij,nkj->nik", rotations, rotations), np.broadcast_to(np.eye(3), rotations.shape), atol=1e-12)
+    identity = np.broadcast_to(np.eye(3), rotations.shape)
+    np.testing.assert_allclose(np.einsum("nij,nkj->nik", rotations, rotations), identity, atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(rotations), 1.0, atol=1e-12)
     batched = euler_from_rotation(rotations)
     assert batched.shape == (200, 3)
     np.testing.assert_allclose(batched, angles, atol=1e-9)
     np.testing.assert_allclose(euler_from_rotation(rotations[7]), angles[7], atol=1e-9)
     # any leading batch shape
-    np.testing.assert_allclose(euler_from_rotation(rotations.reshape(10, 20, 3, 3)), angles.reshape(10, 20, 3), atol=1e-9)
+    grid = euler_from_rotation(rotations.reshape(10, 20, 3, 3))
+    np.testing.assert_allclose(grid, angles.reshape(10, 20, 3), atol=1e-9)
 
 
 @pytest.mark.parametrize("convention", list(CropConvention))
@@ -60,7 +62,8 @@ def test_pose_degrees_of_aflw_labels_equal_pose_para(aflw2000_dir: Path, convent
             continue
         height = read_image(mat.with_suffix(".jpg")).shape[0]
         roi = roi_from_landmarks(ann.pt3d_68)
-        label = crop_frame_params(image_frame_affine(ann.pose_para, height), ann.shape_para, ann.exp_para, roi, convention)
+        affine = image_frame_affine(ann.pose_para, height)
+        label = crop_frame_params(affine, ann.shape_para, ann.exp_para, roi, convention)
         assert label.shape == (PARAM_DIM,) and label.dtype == np.float32
         np.testing.assert_allclose(pose_degrees(label), [pitch, yaw, roll], atol=0.02)  # float32 label
         checked += 1
@@ -75,7 +78,10 @@ def test_pose_degrees_is_batched() -> None:
     np.testing.assert_allclose(pose_degrees(params), np.degrees(angles), atol=1e-7)
 
 
-@pytest.mark.parametrize("name, mean_file, std_file", [("v1", "param_mean.txt", "param_std.txt"), ("v2", "param_mean_v2.txt", "param_std_v2.txt")])
+@pytest.mark.parametrize(
+    "name, mean_file, std_file",
+    [("v1", "param_mean.txt", "param_std.txt"), ("v2", "param_mean_v2.txt", "param_std_v2.txt")],
+)
 def test_published_whitening_matches_the_reference_text_files(data_root: Path, name, mean_file, std_file) -> None:
     whitening = load_whitening(name)
     assert whitening.name == name
@@ -118,7 +124,8 @@ def test_whitening_fit_on_real_labels(aflw2000_dir: Path) -> None:
     for mat in sorted(aflw2000_dir.glob("image*.mat"))[:200]:
         ann = read_annotation(mat)
         roi = roi_from_landmarks(ann.pt3d_68)
-        labels.append(crop_frame_params(image_frame_affine(ann.pose_para, 450), ann.shape_para, ann.exp_para, roi, CropConvention.V1))
+        affine = image_frame_affine(ann.pose_para, 450)
+        labels.append(crop_frame_params(affine, ann.shape_para, ann.exp_para, roi, CropConvention.V1))
     labels = np.stack(labels).astype(np.float64)
     labels[:, 3] = 5.0  # a constant dimension gets std 1, not a division by zero
     fitted = Whitening.fit(labels, name="aflw-sample")

@@ -13,7 +13,11 @@ from r3fa.safe_pickle import UnsafePickleError, load_numeric_pickle
 
 REAL_PICKLES = {
     "3ddfa/train.configs/param_whitening.pkl": {"param_mean": (62,), "param_std": (62,)},
-    "3ddfa/train.configs/Model_PAF.pkl": {"mu_filter": (12288, 1), "w_filter": (12288, 40), "w_exp_filter": (12288, 10)},
+    "3ddfa/train.configs/Model_PAF.pkl": {
+        "mu_filter": (12288, 1),
+        "w_filter": (12288, 40),
+        "w_exp_filter": (12288, 10),
+    },
     "3ddfa_v2/configs/param_mean_std_62d_120x120.pkl": {"mean": (62,), "std": (62,)},
     "3ddfa_v2/configs/tri.pkl": None,
 }
