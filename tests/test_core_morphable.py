@@ -130,9 +130,10 @@ def test_grid_shape_basis_matches_the_68_point_basis(grid4096, bfm68, nearest_gr
 def test_grid_expression_basis_is_derived_from_the_68_point_one(grid4096, bfm68, nearest_grid_rows) -> None:
     """The derived expression basis (RBF over the grid) at the nearest grid points vs the true 68-point basis.
 
-    Honest tolerance: overall correlation 0.959 measured (> 0.95 asserted). Away from the inner lips the
-    relative error is about that of the real shape basis at the same points (~0.12); at the inner lips it
-    is poor (0.3-0.8), because upper and lower inner lips coincide in (x, y), where the RBF interpolates.
+    Honest tolerance, from what was measured: overall correlation 0.959 (> 0.95 asserted). Away from the
+    inner lips the relative error is 0.079, no worse than the pickle's real shape basis at the same points
+    (0.099); at the inner lips it is 0.53, because upper and lower inner lips coincide in (x, y), where the
+    RBF interpolates. (The pickle's own `w_exp_filter` correlates 0.04 here.)
     """
     grid = grid4096.exp_basis[nearest_grid_rows].astype(np.float64).reshape(68, 3, -1)
     ref = bfm68.exp_basis.astype(np.float64).reshape(68, 3, -1)
@@ -142,8 +143,8 @@ def test_grid_expression_basis_is_derived_from_the_68_point_one(grid4096, bfm68,
     shape_grid = grid4096.shape_basis[nearest_grid_rows].astype(np.float64).reshape(68, 3, -1)[outside]
     shape_ref = bfm68.shape_basis.astype(np.float64).reshape(68, 3, -1)[outside]
     shape_rel = np.linalg.norm(shape_grid - shape_ref) / np.linalg.norm(shape_ref)
-    assert rel < 0.2 and rel < 2 * shape_rel
-    assert "DERIVED" in grid4096.notes  # (the pickle's w_exp_filter correlates 0.04 here)
+    assert rel < 0.12 and rel < 1.2 * shape_rel
+    assert "DERIVED" in grid4096.notes
 
 
 def test_pickle_expression_basis_is_the_shape_basis_copy(data_root: Path) -> None:
