@@ -1,0 +1,255 @@
+"""Label-consistent, seeded augmentation of real samples into extra 120x120 training records.
+
+The paper grows 122,450 300W-LP images into 430k real samples (about 3.5 per image). Each augmented copy is
+made from the *original* image, never from a crop:
+
+- geometric ops (horizontal flip, in-plane rotation, roi scale/shift jitter) are composed into one 2x3
+  affine from the original image to the crop (`r3fa.readers.CropTransform`); the image is warped once (no
+  black borders from re-warping a crop) and the 62-d label is carried through the same affine
+  (`r3fa.readers.crop_label`: the affine composes into the pose rows, depth scales with the 2D scale; a
+  flip mirrors the pose, permutes the landmarks with the iBUG symmetry and refits the coefficients to the
+  mirrored shape, `r3fa.landmark_symmetry`);
+- photometric ops (colour jitter, occlusion by a rectangle, blur, noise, JPEG re-encoding) then act on
+  the crop and leave the label alone.
+
+Every applied op is recorded with its drawn parameters in `SampleRecord.augment`, in the order applied.
+All randomness comes from the `np.random.Generator` passed in, so the same policy and seed give a
+byte-identical crop and label; `copy_rng` derives that generator from a run seed, the item key and the
+copy index, independent of processing order. `copies_for` turns a fractional `copies_per_image` into a
+whole number per image by a seeded hash of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from r3fa.crop import CROP_SIZE
+from r3fa.readers import BaseSample, CropTransform, SourceItem, make_record
+from r3fa.records import SampleRecord
+
+_CENTRE = (CROP_SIZE - 1) / 2.0  # centre of the crop's pixel grid: a flip about it is cv2.flip
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p: float = Field(0.5, ge=0, le=1, description="probability that the op is applied")
+
+
+class FlipOp(_Op):
+    """Horizontal flip (mirror image, mirrored label)."""
+
+
+class RotateOp(_Op):
+    """In-plane rotation about the crop centre by an angle uniform in [-max_deg, max_deg]."""
+
+    max_deg: float = Field(30.0, ge=0, le=180)
+
+
+class RoiJitterOp(_Op):
+    """The roi's side scaled by a factor uniform in `scale`, its centre shifted by up to `shift` x side."""
+
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = Field(0.06, ge=0, le=0.5)
+
+
+class ColorOp(_Op):
+    """Saturation, contrast (factors, uniform in their ranges) and brightness (offset uniform in +-brightness)."""
+
+    brightness: float = Field(32.0, ge=0)
+    contrast: tuple[float, float] = (0.7, 1.3)
+    saturation: tuple[float, float] = (0.6, 1.4)
+
+
+class OcclusionOp(_Op):
+    """A rectangle of one random colour; its sides are fractions of the crop side uniform in `size`."""
+
+    p: float = Field(0.2, ge=0, le=1)
+    size: tuple[float, float] = (0.15, 0.45)
+
+
+class BlurOp(_Op):
+    """Gaussian blur with sigma (pixels) uniform in `sigma`."""
+
+    p: float = Field(0.2, ge=0, le=1)
+    sigma: tuple[float, float] = (0.5, 1.5)
+
+
+class NoiseOp(_Op):
+    """Additive Gaussian noise per pixel and channel, standard deviation uniform in `std` (grey levels)."""
+
+    p: float = Field(0.2, ge=0, le=1)
+    std: tuple[float, float] = (2.0, 8.0)
+
+
+class JpegOp(_Op):
+    """JPEG re-encoding at a quality drawn uniformly from the integers in `quality`."""
+
+    p: float = Field(0.3, ge=0, le=1)
+    quality: tuple[int, int] = (30, 90)
+
+
+class AugmentPolicy(BaseModel):
+    """Which augmentations a dataset build applies, how often and how strongly.
+
+    `copies_per_image` is the mean number of records per source image, copy 0 included; the default 3.512
+    makes the paper's 430k records from 122,450 300W-LP images. `include_original`: copy 0 is the
+    un-augmented crop. Ops are drawn independently; a copy in which no op fires is the plain crop again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    copies_per_image: float = Field(3.512, ge=1)
+    include_original: bool = True
+    flip: FlipOp = FlipOp()
+    rotate: RotateOp = RotateOp()
+    roi_jitter: RoiJitterOp = RoiJitterOp()
+    color: ColorOp = ColorOp()
+    occlusion: OcclusionOp = OcclusionOp()
+    blur: BlurOp = BlurOp()
+    noise: NoiseOp = NoiseOp()
+    jpeg: JpegOp = JpegOp()
+
+
+# ----------------------------------------------------------------------------- seeding and copy counts
+def _hash64(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
+
+
+def copies_for(key: str, policy: AugmentPolicy, seed: int) -> int:
+    """How many records (copy 0 included) the source item `key` gets: floor(copies_per_image), plus one
+    more when a seeded hash of the key, as a uniform number in [0, 1), falls below the fractional part."""
+    whole = int(np.floor(policy.copies_per_image))
+    extra = _hash64(seed, key) / 2.0**64 < policy.copies_per_image - whole
+    return whole + int(extra)
+
+
+def copy_rng(seed: int, key: str, copy_index: int) -> np.random.Generator:
+    """The generator for one copy, fixed by the run seed, the item key and the copy index."""
+    return np.random.default_rng([seed, _hash64(key), copy_index])
+
+
+# ----------------------------------------------------------------------------- geometric ops
+def _about_centre(linear: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """3x3 crop-frame map x -> linear (x - c) + c + offset, c the crop centre."""
+    centre = np.full(2, _CENTRE)
+    out = np.eye(3)
+    out[:2, :2] = linear
+    out[:2, 2] = centre - linear @ centre + np.asarray(offset)
+    return out
+
+
+def _draw_geometry(policy: AugmentPolicy, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """A crop-frame 3x3 map composed of the drawn geometric ops (applied after the roi crop), and their log."""
+    ops: list[dict] = []
+    total = np.eye(3)
+    if rng.random() < policy.roi_jitter.p:
+        scale = float(rng.uniform(*policy.roi_jitter.scale))
+        shift = rng.uniform(-policy.roi_jitter.shift, policy.roi_jitter.shift, size=2)
+        # a roi `scale` times larger, centred `shift` x side away: content shrinks by 1/scale about the new centre
+        total = _about_centre(np.eye(2) / scale, tuple(-shift * CROP_SIZE / scale)) @ total
+        ops.append({"name": "roi_jitter", "scale": scale, "shift": [float(s) for s in shift]})
+    if rng.random() < policy.rotate.p:
+        degrees = float(rng.uniform(-policy.rotate.max_deg, policy.rotate.max_deg))
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        total = _about_centre(np.array([[c, -s], [s, c]])) @ total
+        ops.append({"name": "rotate", "degrees": degrees})
+    if rng.random() < policy.flip.p:
+        total = flip_map() @ total
+        ops.append({"name": "flip"})
+    return total, ops
+
+
+def geometric_transform(base: BaseSample, crop_map: np.ndarray) -> CropTransform:
+    """The image -> crop transform of `base.roi`'s crop followed by a crop-frame 3x3 map."""
+    roi_crop = np.vstack([CropTransform.from_roi(base.roi).matrix, [0.0, 0.0, 1.0]])
+    return CropTransform((crop_map @ roi_crop)[:2])
+
+
+def flip_map() -> np.ndarray:
+    """The crop-frame 3x3 map of a horizontal flip (x -> 119 - x)."""
+    return _about_centre(np.diag([-1.0, 1.0]))
+
+
+# ----------------------------------------------------------------------------- photometric ops
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _color(crop: np.ndarray, op: ColorOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    saturation, contrast = float(rng.uniform(*op.saturation)), float(rng.uniform(*op.contrast))
+    brightness = float(rng.uniform(-op.brightness, op.brightness))
+    image = crop.astype(np.float32)
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None]
+    image = grey + saturation * (image - grey)
+    image = (image - grey.mean()) * contrast + grey.mean() + brightness
+    return _to_uint8(image), {"name": "color", "saturation": saturation, "contrast": contrast, "brightness": brightness}
+
+
+def _occlusion(crop: np.ndarray, op: OcclusionOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    w, h = (int(round(f * CROP_SIZE)) for f in rng.uniform(*op.size, size=2))
+    x0, y0 = int(rng.integers(0, CROP_SIZE - w + 1)), int(rng.integers(0, CROP_SIZE - h + 1))
+    colour = [int(v) for v in rng.integers(0, 256, size=3)]
+    out = crop.copy()
+    out[y0 : y0 + h, x0 : x0 + w] = colour
+    return out, {"name": "occlusion", "box": [x0, y0, x0 + w, y0 + h], "colour": colour}
+
+
+def _blur(crop: np.ndarray, op: BlurOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    sigma = float(rng.uniform(*op.sigma))
+    return cv2.GaussianBlur(crop, (0, 0), sigmaX=sigma), {"name": "blur", "sigma": sigma}
+
+
+def _noise(crop: np.ndarray, op: NoiseOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    std = float(rng.uniform(*op.std))
+    return _to_uint8(crop + rng.normal(0.0, std, size=crop.shape)), {"name": "noise", "std": std}
+
+
+def _jpeg(crop: np.ndarray, op: JpegOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    quality = int(rng.integers(op.quality[0], op.quality[1] + 1))
+    _, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR), {"name": "jpeg", "quality": quality}
+
+
+_PHOTOMETRIC = (("color", _color), ("occlusion", _occlusion), ("blur", _blur), ("noise", _noise), ("jpeg", _jpeg))
+
+
+def _photometric(crop: np.ndarray, policy: AugmentPolicy, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """The crop after the drawn photometric ops (in `_PHOTOMETRIC` order), and their log."""
+    ops = []
+    for name, apply in _PHOTOMETRIC:
+        op = getattr(policy, name)
+        if rng.random() < op.p:
+            crop, record = apply(crop, op, rng)
+            ops.append(record)
+    return crop, ops
+
+
+# ----------------------------------------------------------------------------- one augmented copy
+def augment_sample(
+    base: BaseSample, item: SourceItem, policy: AugmentPolicy, rng: np.random.Generator, copy_index: int
+) -> SampleRecord:
+    """One augmented record of a source sample.
+
+    Args:
+        base: the sample in its image frame (`r3fa.readers.load_source_sample`).
+        item: its source item.
+        policy: which ops, how often, how strong.
+        rng: the only source of randomness (e.g. `copy_rng(seed, item.key, copy_index)`).
+        copy_index: 0, 1, ...; copy 0 is the plain crop when `policy.include_original`.
+
+    Returns:
+        A record with key `item.key + f"_a{copy_index}"`, `parent_key = item.key`, the applied ops with
+        their parameters in `augment`, and `label_nme` measured against the transformed annotation landmarks.
+    """
+    original = copy_index == 0 and policy.include_original
+    crop_map, ops = (np.eye(3), []) if original else _draw_geometry(policy, rng)
+    record = make_record(base, item, geometric_transform(base, crop_map))
+    if not original:
+        crop, photometric = _photometric(record.crop, policy, rng)
+        record, ops = record.derived(crop=crop), ops + photometric
+    return record.derived(key=f"{item.key}_a{copy_index}", parent_key=item.key, augment=tuple(ops))
