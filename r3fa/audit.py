@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from r3fa.crop import image_to_crop, roi_from_landmarks
-from r3fa.io import BadInputError, read_annotation, read_image
+from r3fa.io import Annotation, BadInputError, read_annotation, read_image
 from r3fa.labels import (
     crop_frame_params,
     image_frame_affine,
@@ -101,6 +101,17 @@ def annotation_landmarks(annotation_path: Path, pt3d_68: np.ndarray | None, pt2d
     return np.asarray(pts, np.float64)
 
 
+def _read_annotation(path: Path) -> Annotation:
+    """`read_annotation`, with a field of the wrong type (text, struct) as a `BadInputError` too.
+
+    (`r3fa.io.read_annotation` lets the `ValueError`/`TypeError` of the float conversion through.)
+    """
+    try:
+        return read_annotation(path)
+    except (ValueError, TypeError) as err:
+        raise BadInputError(path, f"unreadable field ({type(err).__name__}: {err})") from None
+
+
 def label_pair(
     image_path: str | Path, annotation_path: str | Path, model: MorphableModel, refit: bool = False
 ) -> LabeledPair:
@@ -123,7 +134,7 @@ def label_pair(
         BadInputError: the pair cannot be used (the reason says why).
     """
     image_path, annotation_path = Path(image_path), Path(annotation_path)
-    annotation = read_annotation(annotation_path)
+    annotation = _read_annotation(annotation_path)
     landmarks = annotation_landmarks(annotation_path, annotation.pt3d_68, annotation.pt2d)
     image = read_image(image_path)
     if np.ptp(landmarks[0]) <= 0 or np.ptp(landmarks[1]) <= 0:

@@ -65,6 +65,10 @@ def audit_tree(aflw2000_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     _rewrite_mat(mat, lambda f: f["pt3d_68"].__setitem__((0, 5), np.nan))
     expected["bad/nan_landmarks.mat"] = "non-finite values in pt3d_68"
 
+    _, mat = _copy_pair(spare[11], bad, "text_pose")
+    _rewrite_mat(mat, lambda f: f.__setitem__("Pose_Para", "not numbers"))
+    expected["bad/text_pose.mat"] = "unreadable field (ValueError"
+
     _, mat = _copy_pair(spare[4], bad, "no_68_points")  # AFLW2000-3D's pt2d has 21 points
     _rewrite_mat(mat, lambda f: f.pop("pt3d_68"))
     expected["bad/no_68_points.mat"] = "no 68 landmarks"
