@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from r3fa.crop import image_to_crop, roi_from_landmarks
-from r3fa.io import Annotation, BadInputError, read_annotation, read_image
+from r3fa.io import BadInputError, read_annotation, read_image
 from r3fa.labels import (
     crop_frame_params,
     image_frame_affine,
@@ -35,6 +36,7 @@ YAW_BINS = ("0-30", "30-60", "60-90")
 LANDMARKS_DIR = "landmarks"  # 300W-LP's side folder of `<name>_pts.mat` files (not annotations)
 
 Progress = Callable[[int, int], None]  # (pairs done, pairs in all)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,13 @@ def annotation_landmarks(annotation_path: Path, pt3d_68: np.ndarray | None, pt2d
     return np.asarray(pts, np.float64)
 
 
-def _read_annotation(path: Path) -> Annotation:
-    """`read_annotation`, with a field of the wrong type (text, struct) as a `BadInputError` too.
-
-    (`r3fa.io.read_annotation` lets the `ValueError`/`TypeError` of the float conversion through.)
-    """
+def _guarded_read(read: Callable[[Path], T], path: Path, reason: str) -> T:
+    """`read(path)`, with the errors the core readers let through (a .mat field of the wrong type, a file
+    that cannot be opened) turned into a `BadInputError` with `reason`."""
     try:
-        return read_annotation(path)
-    except (ValueError, TypeError) as err:
-        raise BadInputError(path, f"unreadable field ({type(err).__name__}: {err})") from None
+        return read(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise BadInputError(path, f"{reason} ({type(err).__name__}: {err})") from None
 
 
 def label_pair(
@@ -134,9 +134,9 @@ def label_pair(
         BadInputError: the pair cannot be used (the reason says why).
     """
     image_path, annotation_path = Path(image_path), Path(annotation_path)
-    annotation = _read_annotation(annotation_path)
+    annotation = _guarded_read(read_annotation, annotation_path, "unreadable annotation")
     landmarks = annotation_landmarks(annotation_path, annotation.pt3d_68, annotation.pt2d)
-    image = read_image(image_path)
+    image = _guarded_read(read_image, image_path, "unreadable image")
     if np.ptp(landmarks[0]) <= 0 or np.ptp(landmarks[1]) <= 0:
         raise BadInputError(annotation_path, "degenerate landmarks (empty box)")
     roi = roi_from_landmarks(landmarks)

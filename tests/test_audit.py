@@ -67,7 +67,7 @@ def audit_tree(aflw2000_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     _, mat = _copy_pair(spare[11], bad, "text_pose")
     _rewrite_mat(mat, lambda f: f.__setitem__("Pose_Para", "not numbers"))
-    expected["bad/text_pose.mat"] = "unreadable field (ValueError"
+    expected["bad/text_pose.mat"] = "unreadable annotation (ValueError"
 
     _, mat = _copy_pair(spare[4], bad, "no_68_points")  # AFLW2000-3D's pt2d has 21 points
     _rewrite_mat(mat, lambda f: f.pop("pt3d_68"))
