@@ -18,14 +18,22 @@ GRID = 64
 INNER_MOUTH = np.arange(60, 68)  # iBUG inner-lip points: upper and lower lips coincide in (x, y)
 
 
-@pytest.fixture(scope="module")
-def grid4096() -> MorphableModel:
-    return load_model("grid4096")
+# built fresh from the reference files (not the asset cache), so the tests check the current builder
 
 
 @pytest.fixture(scope="module")
-def dense_mean() -> MorphableModel:
-    return load_model("dense_mean")
+def bfm68(data_root: Path) -> MorphableModel:
+    return build_from_3ddfa(data_root / "3ddfa", "bfm68")
+
+
+@pytest.fixture(scope="module")
+def grid4096(data_root: Path) -> MorphableModel:
+    return build_from_3ddfa(data_root / "3ddfa", "grid4096")
+
+
+@pytest.fixture(scope="module")
+def dense_mean(data_root: Path) -> MorphableModel:
+    return build_from_3ddfa(data_root / "3ddfa", "dense_mean")
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +183,14 @@ def test_cli_builds_and_describes_an_asset(data_root: Path, tmp_path: Path) -> N
     assert info.exit_code == 0, info.output
     for expected in ("grid4096", "4096", "40 shape, 10 expression", "7938", "DERIVED"):
         assert expected in info.output
+
+
+def test_load_model_builds_the_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bfm68) -> None:
+    monkeypatch.setenv("R3FA_CACHE", str(tmp_path))
+    first = load_model("bfm68")
+    cached = tmp_path / "assets" / "bfm68.npz"
+    assert cached.is_file()
+    _assert_same_model(bfm68, first)
+    stamp = cached.stat().st_mtime_ns
+    _assert_same_model(bfm68, load_model("bfm68"))
+    assert cached.stat().st_mtime_ns == stamp  # read back, not rebuilt
