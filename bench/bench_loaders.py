@@ -24,12 +24,14 @@ import torch
 from r3fa.loaders import create_loader
 
 
-def loader_rate(shard_dir: Path, kind: str, batch_size: int, threads: int, epochs: int, device: str) -> dict:
+def loader_rate(
+    shard_dir: Path, kind: str, batch_size: int, threads: int, epochs: int, device: str, augment: bool
+) -> dict:
     """Images/s of `epochs` epochs of one loader: overall, and from the second batch on (steady state)."""
     images, seconds, steady_images, steady_seconds = 0, 0.0, 0, 0.0
     for epoch in range(epochs):
         loader = create_loader(
-            shard_dir, "train", batch_size, kind=kind, epoch=epoch, num_threads=threads, device=device, augment=True
+            shard_dir, "train", batch_size, kind=kind, epoch=epoch, num_threads=threads, device=device, augment=augment
         )
         start = time.perf_counter()
         first = None
@@ -85,8 +87,9 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     rates = {
-        kind: loader_rate(args.shards, kind, args.batch_size, args.threads, args.epochs, args.device)
+        (kind, augment): loader_rate(args.shards, kind, args.batch_size, args.threads, args.epochs, args.device, augment)
         for kind in ("dali", "torch")
+        for augment in (False, True)
     }
     try:
         train = train_step_rate(args.batch_size, args.train_steps, args.device)
@@ -96,15 +99,15 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}")
     print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
-    print(f"batch {args.batch_size}, {args.threads} threads/workers, augment on, {args.epochs} epochs per loader")
-    print("| what | images | img/s (whole epochs) | img/s (after first batch) |")
-    print("|---|---|---|---|")
-    for kind, r in rates.items():
-        print(f"| loader {kind} | {r['images']} | {r['rate']:.0f} | {r['steady']:.0f} |")
+    print(f"batch {args.batch_size}, {args.threads} threads/workers, {args.epochs} epochs per loader")
+    print("| what | images | img/s (whole epochs) | img/s (after first batch) | x train step |")
+    print("|---|---|---|---|---|")
+    for (kind, augment), r in rates.items():
+        ratio = f"{r['rate'] / train:.1f}x" if train else "n/a"
+        name = f"loader {kind}, augment {'on' if augment else 'off'}"
+        print(f"| {name} | {r['images']} | {r['rate']:.0f} | {r['steady']:.0f} | {ratio} |")
     if train is not None:
-        print(f"| MobDenseNet train step | {args.train_steps * args.batch_size} | {train:.0f} | |")
-        print(f"ratio DALI / train step: {rates['dali']['rate'] / train:.1f}x (goal >= 3x)")
-        print(f"ratio torch / train step: {rates['torch']['rate'] / train:.1f}x")
+        print(f"| MobDenseNet train step (batch {args.batch_size}) | {args.train_steps * args.batch_size} | {train:.0f} | | 1.0x |")
 
 
 if __name__ == "__main__":

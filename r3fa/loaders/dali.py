@@ -54,16 +54,16 @@ def _augment(images: Any) -> Any:
         image_type=types.BGR,
         dtype=types.FLOAT,
     )
-    # Per-sample on/off through the arguments (CPU tensors, valid for CPU and GPU operators alike): a sigma of
-    # 1e-3 has zero off-centre weights in float32, i.e. no blur; a standard deviation of 0, no noise.
-    blur = fn.cast(fn.random.coin_flip(probability=a.blur_prob), dtype=types.FLOAT)
-    x = fn.gaussian_blur(x, sigma=blur * fn.random.uniform(range=a.blur_sigma) + (1.0 - blur) * 1e-3)
-    noise = fn.cast(fn.random.coin_flip(probability=a.noise_prob), dtype=types.FLOAT)
-    x = fn.noise.gaussian(x, stddev=noise * fn.random.uniform(range=a.noise_std))
+    # DALI conditionals split the batch: blur and noise run only on the samples that drew them (Gaussian noise
+    # costs ~1.4 ms per 120x120 image on one CPU thread, more than decoding).
+    if fn.random.coin_flip(probability=a.blur_prob, dtype=types.BOOL):
+        x = fn.gaussian_blur(x, sigma=fn.random.uniform(range=a.blur_sigma))
+    if fn.random.coin_flip(probability=a.noise_prob, dtype=types.BOOL):
+        x = fn.noise.gaussian(x, stddev=fn.random.uniform(range=a.noise_std))
     return math.clamp(x, 0.0, 255.0)
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def _pipeline(plan: EpochPlan, rank: int, world_size: int, gpu: bool, augment: bool, drop_last: bool) -> Any:
     jpegs, params, landmarks = fn.readers.webdataset(
         name=READER_NAME,
