@@ -22,6 +22,7 @@ whole number per image by a seeded hash of the key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -143,25 +144,35 @@ def _about_centre(linear: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) 
     return out
 
 
-def _draw_geometry(policy: AugmentPolicy, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """A crop-frame 3x3 map composed of the drawn geometric ops (applied after the roi crop), and their log."""
+def _draw_geometry(policy: AugmentPolicy, rng: np.random.Generator) -> list[dict]:
+    """Draw the geometric ops (roi jitter, rotation, flip, each by its probability) and their parameters."""
     ops: list[dict] = []
-    total = np.eye(3)
     if rng.random() < policy.roi_jitter.p:
         scale = float(rng.uniform(*policy.roi_jitter.scale))
         shift = rng.uniform(-policy.roi_jitter.shift, policy.roi_jitter.shift, size=2)
-        # a roi `scale` times larger, centred `shift` x side away: content shrinks by 1/scale about the new centre
-        total = _about_centre(np.eye(2) / scale, tuple(-shift * CROP_SIZE / scale)) @ total
         ops.append({"name": "roi_jitter", "scale": scale, "shift": [float(s) for s in shift]})
     if rng.random() < policy.rotate.p:
-        degrees = float(rng.uniform(-policy.rotate.max_deg, policy.rotate.max_deg))
-        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-        total = _about_centre(np.array([[c, -s], [s, c]])) @ total
-        ops.append({"name": "rotate", "degrees": degrees})
+        ops.append({"name": "rotate", "degrees": float(rng.uniform(-policy.rotate.max_deg, policy.rotate.max_deg))})
     if rng.random() < policy.flip.p:
-        total = flip_map() @ total
         ops.append({"name": "flip"})
-    return total, ops
+    return ops
+
+
+def geometric_map(ops: Sequence[dict]) -> np.ndarray:
+    """The crop-frame 3x3 map (applied after the roi crop) of the geometric ops in a log, in order;
+    photometric entries are ignored. Replays a record's `augment` as well as fresh draws."""
+    total = np.eye(3)
+    for op in ops:
+        if op["name"] == "roi_jitter":
+            # a roi `scale` times larger, centred `shift` x side away: content shrinks by 1/scale about the new centre
+            shift = np.asarray(op["shift"]) * CROP_SIZE / op["scale"]
+            total = _about_centre(np.eye(2) / op["scale"], (-shift[0], -shift[1])) @ total
+        elif op["name"] == "rotate":
+            c, s = np.cos(np.radians(op["degrees"])), np.sin(np.radians(op["degrees"]))
+            total = _about_centre(np.array([[c, -s], [s, c]])) @ total
+        elif op["name"] == "flip":
+            total = flip_map() @ total
+    return total
 
 
 def geometric_transform(base: BaseSample, crop_map: np.ndarray) -> CropTransform:
@@ -247,8 +258,8 @@ def augment_sample(
         their parameters in `augment`, and `label_nme` measured against the transformed annotation landmarks.
     """
     original = copy_index == 0 and policy.include_original
-    crop_map, ops = (np.eye(3), []) if original else _draw_geometry(policy, rng)
-    record = make_record(base, item, geometric_transform(base, crop_map))
+    ops = [] if original else _draw_geometry(policy, rng)
+    record = make_record(base, item, geometric_transform(base, geometric_map(ops)))
     if not original:
         crop, photometric = _photometric(record.crop, policy, rng)
         record, ops = record.derived(crop=crop), ops + photometric
