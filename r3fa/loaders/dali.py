@@ -125,6 +125,8 @@ class DaliLoader:
         return self.plan.steps
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.start_step >= self.plan.steps:
+            return
         gpu = self.device.type == "cuda"
         pipe = _pipeline(
             self.plan,
