@@ -138,3 +138,16 @@ def test_crop_image_reproduces_the_official_aflw2000_3d_crops(data_root) -> None
         shifted.append(np.abs(crop_image(image, rois[i] + one_pixel * np.array([1, 1, 1, 1])) - official).mean())
     assert np.median(diffs) < 3.5 and max(diffs) < 8.0
     assert np.median(shifted) > np.median(diffs) + 1.0
+
+
+def test_image_to_crop_reproduces_the_official_crop_landmarks(data_root) -> None:
+    """`list_landmarks_align_AFLW2000_3D_crop_pts_xgtu_68.txt` holds pt3d_68 in the official crops' frame."""
+    text = (data_root / "aflw2000_3d_crop" / "list_landmarks_align_AFLW2000_3D_crop_pts_xgtu_68.txt").read_text()
+    rows = [[value for value in line.split(",") if value] for line in text.split()]  # name, x0, y0, x1, y1, ...
+    names = (data_root / "aflw2000_3d_crop" / "AFLW2000-3D_crop.list").read_text().split()
+    assert [row[0] for row in rows] == names
+    official = np.array([row[1:] for row in rows], np.float64).reshape(-1, 68, 2).transpose(0, 2, 1)
+    configs = data_root / "3ddfa" / "test.configs"
+    pt3d = np.load(configs / "AFLW2000-3D.pts68.npy")
+    rois = np.load(configs / "AFLW2000-3D_crop.roi_box.npy")
+    np.testing.assert_allclose(image_to_crop(pt3d[:, :2], rois), official, atol=1e-3)  # measured 6e-5
