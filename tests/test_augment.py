@@ -59,10 +59,8 @@ def samples(aflw2000_dir: Path):
     return [(item, load_source_sample(item)) for item in items]
 
 
-def reconstructed(record) -> np.ndarray:
-    from r3fa.readers import _bfm68
-
-    return landmarks_in_crop(_bfm68(), record.params, DATASET_CONVENTION)[:2]
+def reconstructed(record, model) -> np.ndarray:
+    return landmarks_in_crop(model, record.params, DATASET_CONVENTION)[:2]
 
 
 def transformed_label_landmarks(base, transform: CropTransform) -> np.ndarray:
@@ -74,7 +72,7 @@ def transformed_label_landmarks(base, transform: CropTransform) -> np.ndarray:
 @pytest.mark.parametrize(
     ("name", "fields"), [("flip", {}), ("rotate", {"max_deg": 45.0}), ("roi_jitter", {"scale": (0.8, 1.25), "shift": 0.1})]
 )
-def test_geometric_ops_keep_the_label_on_the_landmarks(samples, name: str, fields: dict):
+def test_geometric_ops_keep_the_label_on_the_landmarks(samples, bfm68, name: str, fields: dict):
     policy = only(name, **fields)
     label_vs_annotation, label_vs_label = [], []
     for copy_index, (item, base) in enumerate(samples):
@@ -83,7 +81,7 @@ def test_geometric_ops_keep_the_label_on_the_landmarks(samples, name: str, field
         transform = geometric_transform(base, geometric_map(record.augment))
         assert transform.mirrored == (name == "flip")
         label_vs_annotation.append(record.label_nme - base.label_nme)
-        label_vs_label.append(100 * landmark_nme(reconstructed(record), transformed_label_landmarks(base, transform)))
+        label_vs_label.append(100 * landmark_nme(reconstructed(record, bfm68), transformed_label_landmarks(base, transform)))
         # the record's landmarks are the annotation's, carried through the same transform
         expected = transform.apply(base.landmarks)
         np.testing.assert_allclose(record.landmarks, expected[:, IBUG68_FLIP] if transform.mirrored else expected, atol=1e-3)
@@ -117,16 +115,14 @@ def test_flip_is_the_mirrored_crop_and_mirrors_the_pose(samples):
     assert np.linalg.det(scaled_rotation(flipped.params)) > 0  # a proper scaled rotation, not a reflection
 
 
-def test_flip_twice_is_the_identity(samples):
+def test_flip_twice_is_the_identity(samples, bfm68):
     item, base = samples[2]
     plain = make_record(base, item)
     twice = make_record(base, item, geometric_transform(base, flip_map() @ flip_map()))
     np.testing.assert_array_equal(twice.crop, plain.crop)
     np.testing.assert_allclose(twice.params, plain.params, rtol=1e-5, atol=1e-3)
     # the mirrored-coefficient fit, applied twice, returns the face: offsets mirror back through diag(-1, 1, 1)
-    from r3fa.readers import _bfm68
-
-    model = _bfm68()
+    model = bfm68
     shape1, exp1, offset1 = mirror_coefficients(base.shape, base.exp, model)
     shape2, exp2, offset2 = mirror_coefficients(shape1, exp1, model)
     face = lambda s, e: (model.mean + model.shape_basis @ s + model.exp_basis @ e).reshape(-1, 3).T  # noqa: E731
