@@ -5,6 +5,7 @@ Thin wrapper over `r3fa.morphable` (`build_from_3ddfa`, `MorphableModel.save` / 
 
 from __future__ import annotations
 
+import zipfile
 from enum import Enum
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def info(
     """Describe a morphable-model asset (see INFO_HELP)."""
     try:
         asset = MorphableModel.load(path)
-    except (ValueError, KeyError, OSError) as err:
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
         raise typer.BadParameter(f"not a readable morphable-model asset: {err}", param_hint="PATH") from None
     table = Table(title=str(path), show_header=False)
     table.add_column("field")

@@ -194,3 +194,14 @@ def test_load_model_builds_the_cache_once(tmp_path: Path, monkeypatch: pytest.Mo
     stamp = cached.stat().st_mtime_ns
     _assert_same_model(bfm68, load_model("bfm68"))
     assert cached.stat().st_mtime_ns == stamp  # read back, not rebuilt
+
+
+def test_cli_info_refuses_what_is_not_an_asset(tmp_path: Path, bfm68: MorphableModel) -> None:
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(bfm68.save(tmp_path / "whole.npz").read_bytes()[:3000])
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(3))
+    for path in (truncated, plain):
+        result = CliRunner().invoke(app, ["bfm", "info", str(path)])
+        assert result.exit_code == 2, result.output
+        assert "not a readable morphable-model asset" in result.output
