@@ -1,5 +1,31 @@
-"""`r3fa synth`: (being built)."""
+"""`r3fa synth`: face-profiling synthesis, looked at (`preview`)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
 import typer
 
-app = typer.Typer(help="(being built)", no_args_is_help=True)
+app = typer.Typer(help="Face profiling: synthesise rotated profile views of labelled faces.", no_args_is_help=True)
+
+
+@app.command()
+def preview(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="source image"),
+    mat: Path = typer.Option(..., "--mat", exists=True, dir_okay=False, help="its 300W-LP-format .mat label"),
+    yaw_steps: str = typer.Option("20,40,60", "--yaw-steps", help="comma-separated yaw increments, degrees"),
+    out: Path = typer.Option(Path("sheet.png"), "--out", help="PNG to write"),
+    holes: bool = typer.Option(False, "--holes", help="tint face pixels without source texture red"),
+) -> None:
+    """Write a sheet: the source crop and its synthesised views, with their landmarks drawn."""
+    from r3fa.profiling.preview import preview_sheet
+    from r3fa.readers import SourceItem, load_source_sample
+
+    steps = [float(s) for s in yaw_steps.split(",") if s.strip()]
+    item = SourceItem(image.stem, "preview", image.stem, str(image), str(mat))
+    sheet = preview_sheet(load_source_sample(item), steps, show_holes=holes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), sheet):
+        raise typer.BadParameter(f"cannot write {out}", param_hint="--out")
+    typer.echo(f"wrote {out} ({len(steps)} views)")

@@ -1,0 +1,167 @@
+"""Face profiling of one sample: source image + image-frame label -> a rotated 120x120 sample and its label.
+
+Steps (DESIGN §6): pose the face mesh at the image pose; find its outline by landmark marching; mesh the
+background (anchors, Delaunay) and give the anchors depth; rotate face and anchors about the face centroid;
+re-place the anchors; then render by correspondence. Rendering happens directly in the *output* crop
+(the roi of the new 68 landmarks, 120x120): the rotated mesh is z-buffered there, and each output pixel's
+barycentric coordinates in its triangle map it back to a source position, sampled with `cv2.remap`. The
+source is first shrunk (area filter) to about the output's resolution so that the sampling does not alias.
+
+Holes: output face pixels whose triangle was hidden in the source (self-occlusion) or whose source position
+falls outside the image have no true texture; their share of the face is `hole_fraction`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from r3fa.crop import CROP_SIZE, image_to_crop, roi_from_landmarks
+from r3fa.labels import crop_frame_params, landmarks_in_crop
+from r3fa.morphable import posed_vertices
+from r3fa.params import compose, pose_degrees
+from r3fa.profiling.anchors import mesh_background, solve_along_edges
+from r3fa.profiling.contour import march_contour
+from r3fa.profiling.mesh import load_face_mesh
+from r3fa.profiling.raster import rasterize
+from r3fa.profiling.rotate import profile_rotation, rotate_about
+from r3fa.records import DATASET_CONVENTION
+
+REGION_SCALE = 2.0  # working region (the meshed "image") = this x the source roi side, same centre
+VISIBLE_TOLERANCE = 0.04  # occlusion test slack, as a fraction of the crop side
+ANTI_ALIAS_RATIO = 1.25  # shrink the source first when it is this much finer than the output
+
+
+@dataclass(frozen=True)
+class ProfiledFace:
+    """A synthesised sample: the crop and its label in `DATASET_CONVENTION`."""
+
+    crop: np.ndarray  # (size, size, 3) uint8 BGR
+    roi: np.ndarray  # (4,) roi of the new face in the source image frame
+    params: np.ndarray  # (62,) float32 crop-frame label
+    landmarks: np.ndarray  # (2, 68) float32 crop-frame landmarks of the label
+    image_affine: np.ndarray  # (3, 4) new image-frame pose
+    yaw_increment: float  # applied signed yaw change, degrees
+    hole_fraction: float  # share of rendered face pixels without source texture
+    source_xy: np.ndarray  # (size, size, 2) float32 source image position of every output pixel
+    face_pixels: np.ndarray  # (size, size) bool: output pixels covered by the face mesh
+    holes: np.ndarray  # (size, size) bool: face pixels without source texture (and uncovered pixels)
+
+
+def _seen_in_source(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: np.ndarray, size: int) -> np.ndarray:
+    """`(T,)` bool: which face triangles the source image shows with texture.
+
+    A triangle is seen if it faces the camera (its projected winding matches the face's usual one) and is not
+    occluded: its centroid's depth is within `VISIBLE_TOLERANCE` (of the crop side) of the face z-buffer,
+    rendered at crop resolution, at the centroid's pixel.
+    """
+    crop_xyz = image_to_crop(np.vstack([xy.T, z[None]]), roi, size)
+    raster = rasterize(crop_xyz[:2].T, crop_xyz[2], triangles, size, size)
+    corners = crop_xyz[:, triangles]  # (3, T, 3)
+    e1, e2 = corners[:2, :, 1] - corners[:2, :, 0], corners[:2, :, 2] - corners[:2, :, 0]
+    winding = e1[0] * e2[1] - e1[1] * e2[0]
+    front = np.sign(winding) == np.sign(np.median(winding))
+    centroid = corners.mean(axis=2)
+    col = np.clip(np.rint(centroid[0]).astype(int), 0, size - 1)
+    row = np.clip(np.rint(centroid[1]).astype(int), 0, size - 1)
+    return front & (centroid[2] >= raster.depth[row, col] - VISIBLE_TOLERANCE * size)
+
+
+def _sample(image: np.ndarray, source_xy: np.ndarray, roi_side: float, size: int) -> np.ndarray:
+    """`cv2.remap` of `image` at `source_xy` `(size, size, 2)`, shrinking the source first if it is finer."""
+    factor = roi_side / size
+    maps = source_xy.astype(np.float32)
+    if factor > ANTI_ALIAS_RATIO:
+        h, w = image.shape[:2]
+        lo = np.clip(np.floor(maps.reshape(-1, 2).min(0)) - 2, 0, [w - 1, h - 1]).astype(int)
+        hi = np.clip(np.ceil(maps.reshape(-1, 2).max(0)) + 3, lo + 1, [w, h]).astype(int)
+        part = image[lo[1] : hi[1], lo[0] : hi[0]]
+        out_w, out_h = max(1, round(part.shape[1] / factor)), max(1, round(part.shape[0] / factor))
+        image = cv2.resize(part, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        ratio = np.array([part.shape[1] / out_w, part.shape[0] / out_h], np.float32)
+        maps = (maps - lo.astype(np.float32) + 0.5) / ratio - 0.5
+    return cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def profile_face(
+    image: np.ndarray,
+    image_affine: np.ndarray,
+    shape: np.ndarray,
+    expression: np.ndarray,
+    yaw_increment_deg: float,
+    pitch_increment_deg: float = 0.0,
+    size: int = CROP_SIZE,
+) -> ProfiledFace:
+    """Rotate the face of `image` out of plane and render the new view as a `size x size` crop.
+
+    Args:
+        image: full source image, BGR uint8.
+        image_affine: `(3, 4)` [sR | t] model -> image pixels of the source face (`image_frame_affine`).
+        shape: 40 shape coefficients.
+        expression: 10 expression coefficients.
+        yaw_increment_deg: how far to turn the face further away from frontal (`rotate.applied_yaw_increment`).
+        pitch_increment_deg: optional pitch change.
+        size: output side in pixels.
+
+    Returns:
+        The synthesised sample (the caller decides whether `hole_fraction` is acceptable).
+    """
+    mesh = load_face_mesh()
+    params = compose(image_affine, shape, expression)
+    verts = posed_vertices(mesh.grid, params)  # (3, N) image frame
+    roi = roi_from_landmarks(posed_vertices(mesh.landmarks, params)[:2])
+    side = roi[2] - roi[0]
+    seen = _seen_in_source(verts[:2].T, verts[2], mesh.triangles, roi, size)
+
+    # image meshing and anchor depth (harmonic fill from the outline)
+    contour = march_contour(verts[:2].T, mesh.isolines)
+    centre2d = (roi[:2] + roi[2:]) / 2
+    region = np.r_[centre2d - REGION_SCALE * side / 2, centre2d + REGION_SCALE * side / 2]
+    background = mesh_background(verts[:2].T, contour, region)
+    edges = background.edges()
+    n_face, n_anchor = verts.shape[1], len(background.anchor_xy)
+    known = np.r_[np.ones(n_face, bool), np.zeros(n_anchor, bool)]
+    start_xyz = np.vstack([verts.T, np.c_[background.anchor_xy, np.zeros(n_anchor)]])  # (V, 3)
+    depth = solve_along_edges(edges, known, start_xyz[:, 2:], np.zeros((len(edges), 1)))[:, 0]
+
+    # rotation about the face centroid, then anchors re-placed so background edges keep their shape
+    new_linear, rotation, delta = profile_rotation(image_affine, yaw_increment_deg, pitch_increment_deg)
+    centre = verts[:, mesh.face_mask].mean(axis=1)
+    moved = rotate_about(np.vstack([start_xyz[:, :2].T, depth[None]]), rotation, centre)  # (3, V)
+    fixed = known.copy()
+    fixed[n_face:] = background.on_border
+    fixed_xy = np.where(fixed[:, None], moved[:2].T, 0.0)
+    fixed_xy[n_face:][background.on_border] = background.anchor_xy[background.on_border]
+    targets = start_xyz[edges[:, 0], :2] - start_xyz[edges[:, 1], :2]
+    new_xy = solve_along_edges(edges, fixed, fixed_xy, targets)
+
+    new_affine = np.concatenate([new_linear, rotation @ (np.asarray(image_affine)[:, 3:] - centre[:, None]) + centre[:, None]], 1)
+    new_params = compose(new_affine, shape, expression)
+    new_roi = roi_from_landmarks(posed_vertices(mesh.landmarks, new_params)[:2])
+
+    # render by correspondence in the output crop
+    triangles = np.concatenate([mesh.triangles, background.triangles])
+    layer = np.r_[np.full(len(mesh.triangles), 2), np.where(background.interior, 0, 1)]  # face over background
+    crop_xy = image_to_crop(new_xy.T, new_roi, size).T
+    raster = rasterize(crop_xy, moved[2], triangles, size, size, layer)
+    source_xy = raster.interpolate(start_xyz[:, :2], triangles).astype(np.float32)
+    crop = _sample(image, source_xy, new_roi[2] - new_roi[0], size)
+
+    face_pixels = raster.covered & (raster.triangle < len(mesh.triangles))
+    hidden = ~seen
+    h, w = image.shape[:2]
+    outside = (source_xy[..., 0] < 0) | (source_xy[..., 1] < 0) | (source_xy[..., 0] > w - 1) | (source_xy[..., 1] > h - 1)
+    holes = face_pixels & (hidden[np.minimum(raster.triangle, len(mesh.triangles) - 1)] | outside)
+    holes |= ~raster.covered
+    hole_fraction = float(holes.sum() / max(face_pixels.sum(), 1))
+
+    crop_params = crop_frame_params(new_affine, shape, expression, new_roi, DATASET_CONVENTION, size)
+    landmarks = landmarks_in_crop(mesh.landmarks, crop_params, DATASET_CONVENTION)[:2].astype(np.float32)
+    return ProfiledFace(crop, new_roi, crop_params, landmarks, new_affine, delta, hole_fraction, source_xy, face_pixels, holes)
+
+
+def pose_of(face: ProfiledFace) -> np.ndarray:
+    """[pitch, yaw, roll] degrees of a synthesised sample's label."""
+    return pose_degrees(face.params)
