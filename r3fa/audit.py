@@ -29,10 +29,10 @@ from r3fa.labels import (
     landmarks_in_image,
     refit_coefficients,
 )
+from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
 from r3fa.records import DATASET_CONVENTION, Rejection
 
-YAW_BINS = ("0-30", "30-60", "60-90")
 LANDMARKS_DIR = "landmarks"  # 300W-LP's side folder of `<name>_pts.mat` files (not annotations)
 
 Progress = Callable[[int, int], None]  # (pairs done, pairs in all)
@@ -51,12 +51,6 @@ class LabeledPair:
     landmarks: np.ndarray  # (2, 68) the annotation's own image-frame landmarks
     yaw_deg: float  # the annotation's Pose_Para yaw, degrees (signed)
     label_nme: float  # NME (percent) of the label's 68 landmarks against `landmarks`
-
-
-def yaw_bin(yaw_deg: float) -> str:
-    """The |yaw| bin of a yaw in degrees: `0-30`, `30-60` or `60-90` (|yaw| > 90 counts in `60-90`)."""
-    magnitude = abs(yaw_deg)
-    return YAW_BINS[0] if magnitude <= 30 else YAW_BINS[1] if magnitude <= 60 else YAW_BINS[2]
 
 
 def side_landmarks_path(annotation_path: Path) -> Path:
@@ -206,11 +200,9 @@ class AuditReport:
         return {"median": float(np.median(nme)), "p95": float(np.percentile(nme, 95)), "max": float(nme.max())}
 
     def yaw_bins(self) -> dict[str, int]:
-        """Pair counts per |yaw| bin (see `yaw_bin`)."""
-        counts = dict.fromkeys(YAW_BINS, 0)
-        for yaw in self.yaw_deg:
-            counts[yaw_bin(float(yaw))] += 1
-        return counts
+        """Pair counts per |yaw| bin of the protocol (`r3fa.metrics.yaw_bin`; |yaw| > 90 counts in `60-90`)."""
+        counts = np.bincount(yaw_bin(self.yaw_deg), minlength=len(BIN_NAMES))
+        return {name: int(n) for name, n in zip(BIN_NAMES, counts)}
 
     def to_dict(self) -> dict:
         """The report as JSON-ready data: `count`, `label_nme`, `yaw_bins`, `rejected`."""

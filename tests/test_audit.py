@@ -15,7 +15,7 @@ from scipy.io import loadmat, savemat
 from typer.testing import CliRunner
 
 from cli.main import app
-from r3fa.audit import audit_folder, label_pair, yaw_bin
+from r3fa.audit import AuditReport, audit_folder, label_pair
 from r3fa.morphable import MorphableModel
 
 GOOD = 20
@@ -157,9 +157,9 @@ def test_progress_reports_every_pair(audit_tree, bfm68: MorphableModel) -> None:
 
 
 def test_yaw_bins_follow_the_protocol_edges() -> None:
-    assert [yaw_bin(y) for y in (0.0, -30.0, 30.0001, 60.0, -60.5, 90.0, 97.0, -120.0)] == [
-        "0-30", "0-30", "30-60", "30-60", "60-90", "60-90", "60-90", "60-90"
-    ]
+    yaws = np.array([0.0, -30.0, 30.0001, 60.0, -60.5, 90.0, 97.0, -120.0])
+    report = AuditReport(label_nme=np.ones(len(yaws)), yaw_deg=yaws)
+    assert report.yaw_bins() == {"0-30": 2, "30-60": 2, "60-90": 4}
 
 
 def test_empty_folder(tmp_path: Path, bfm68: MorphableModel) -> None:
