@@ -3,12 +3,14 @@
 Thin over the engine (`r3fa.evaluation.evaluate`): load the predictor, run the engine in a task (it
 writes files, so no result cache), then publish a table artifact laid out like the paper's Table 1 (this
 run, any earlier runs named in `compare_with`, the paper's and the published peer rows) and a markdown
-artifact with the paths of every file written. The pipeline flow calls it for the trained model, and
+artifact with the paths of every file written; keys `nme-<benchmark>-<label>-table` / `-files`, so the
+runs of one pipeline (model, baselines) keep separate artifacts. The pipeline flow calls it for the trained model, and
 `compare_with` lets it put the baselines' runs (mean parameters, 3DDFA-V2 mb05) in the same table.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,10 @@ def evaluate_task(
     return {"report": result.report, "paths": {k: str(v) for k, v in result.paths.items()}}
 
 
-def artifact_key(benchmark: str, suffix: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    raw = f"nme-{benchmark}-{suffix}".lower()
-    return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)
+def artifact_key(*parts: str) -> str:
+    """`nme-<parts>` as a Prefect artifact key: lowercase letters, digits and single dashes only."""
+    raw = "-".join(["nme", *parts]).lower()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", raw)).strip("-")
 
 
 @flow(name="evaluate", log_prints=True)
@@ -81,7 +83,7 @@ def evaluate_flow(
     comparison = {k: str(v) for k, v in write_comparison([out_dir, *others], Path(out_dir) / "comparison").items()}
     reports = [run["report"], *(load_run(other)[0] for other in others)]
     create_table_artifact(
-        key=artifact_key(benchmark, "table"),
+        key=artifact_key(benchmark, label, "table"),
         table=table_rows(reports),
         description=f"NME (%) on {benchmark}, laid out like the paper's Table 1; see the run's table.md notes",
     )
@@ -89,7 +91,7 @@ def evaluate_flow(
     bins = table_rows([run["report"]], benchmarks=[])[0]
     headline = f"{label} on {benchmark} ({run['report']['evaluated_on']}): mean NME {bins['mean']} %"
     create_markdown_artifact(
-        key=artifact_key(benchmark, "files"),
+        key=artifact_key(benchmark, label, "files"),
         markdown=(
             f"# {headline}\n\nbins 0-30 / 30-60 / 60-90: {bins['0-30']} / {bins['30-60']} / {bins['60-90']} %\n\n"
             + "\n".join(f"- {kind}: `{path}`" for kind, path in files.items())

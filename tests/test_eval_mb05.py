@@ -69,13 +69,13 @@ def test_flow_publishes_the_table_artifact(mb05_path: Path, tmp_path: Path):
             label="mb05", compare_with=[str(baseline_dir)],
         )  # fmt: skip
         with get_client(sync_client=True) as client:
-            key = artifact_key("aflw2000-3d", "table")
+            key = artifact_key("aflw2000-3d", "mb05", "table")
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
             files = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key("aflw2000-3d", "files")]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key("aflw2000-3d", "mb05", "files")]))
             )
     assert out["report"]["evaluated_on"] == "fold 1 of 20" and out["report"]["counts"]["total"] == 100
-    assert key == "nme-aflw2000-3d-table" and len(artifacts) == 1 and artifacts[0].type == "table"
+    assert key == "nme-aflw2000-3d-mb05-table" and len(artifacts) == 1 and artifacts[0].type == "table"
     data = artifacts[0].data
     rows = json.loads(data) if isinstance(data, str) else data
     assert [r["method"] for r in rows[:3]] == ["mb05", "mean params", "3DDFA (CVPR16)"]
