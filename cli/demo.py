@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from r3fa.paths import PROJECT_ROOT
-
-NME_COLUMNS = ("0-30", "30-60", "60-90", "mean", "std")
+from r3fa.report import COLUMNS, table_rows
 
 
 def _prefect_environment() -> None:
@@ -28,15 +27,13 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
-def nme_table(rows: list[dict]) -> Table:
-    """The pipeline's NME rows (percent) as a rich table, with the data each row was measured on."""
-    table = Table(title="NME (%) on AFLW2000-3D, 68 points, 3DDFA protocol")
-    table.add_column("model")
-    table.add_column("evaluated on")
-    for name in NME_COLUMNS:
-        table.add_column(name, justify="right")
-    for row in rows:
-        table.add_row(row["model"], row["data"], *(f"{row['bins'][name]:.3f}" for name in NME_COLUMNS))
+def nme_table(reports: list[dict]) -> Table:
+    """The pipeline's `nme.json` reports and the published rows, laid out like the paper's Table 1."""
+    table = Table(title="NME (%), 68 points, 3DDFA protocol ('evaluated on' says which images)")
+    for column in COLUMNS:
+        table.add_column(column)
+    for row in table_rows(reports):
+        table.add_row(*(row[c] for c in COLUMNS))
     return table
 
 
@@ -53,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
         result = pipeline_flow(str(config))
         console = Console()
-        console.print(nme_table(result["rows"]))
+        console.print(nme_table(result["reports"]))
         for note in result["notes"]:
             console.print(f"  {note}")
         console.print("[bold]artifacts[/]")

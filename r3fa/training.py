@@ -330,6 +330,9 @@ class _Run:
             raise ValueError(
                 f"checkpoint was trained on dataset {found}, not on this shard set ({self.info.manifest_hash})"
             )
+        trained_with = payload["meta"].get("config")
+        if trained_with != self.cfg.model_dump(mode="json"):
+            raise ValueError("the checkpoint was written by a run with another config: start afresh or change out_dir")
         self.model.load_state_dict(payload["state_dict"])
         ts = payload["train_state"]
         self.optimizer.load_state_dict(ts["optimizer"])
