@@ -2,8 +2,8 @@
 
 Angles follow 300W-LP's `Pose_Para` (`r3fa.params.rotation_from_euler`), read in the annotation's y-up
 model frame; the image frame negates y. The yaw increment only ever increases |yaw| (towards +-90 degrees):
-its magnitude is applied in the direction of the current yaw (a near-frontal face turns the way the
-increment's sign says) and it is cut short at 89 degrees (at 90 the Euler angles degenerate).
+its sign is kept when that increases |yaw| (so a near-frontal face turns the way the sign says), flipped
+otherwise, and the result is cut short at 89 degrees (at 90 the Euler angles degenerate).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 from r3fa.params import PARAM_DIM, euler_from_rotation, rotation_from_euler, scale_and_rotation
 
 MAX_YAW_DEG = 89.0  # Euler angles degenerate at exactly 90
-FRONTAL_DEG = 1.0  # below this |yaw| the increment's own sign picks the direction
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
 
@@ -25,11 +24,13 @@ def _scale_rotation(image_linear: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def applied_yaw_increment(yaw_deg: float, increment_deg: float) -> float:
-    """The signed yaw change (degrees) that moves `yaw_deg` away from frontal by `|increment_deg|`,
-    clipped at `MAX_YAW_DEG`."""
-    direction = np.sign(yaw_deg) if abs(yaw_deg) >= FRONTAL_DEG else (np.sign(increment_deg) or 1.0)
-    magnitude = min(abs(increment_deg), MAX_YAW_DEG - abs(yaw_deg))
-    return float(direction * max(magnitude, 0.0))
+    """The signed yaw change (degrees) actually applied: `increment_deg` if it increases |yaw|, else its
+    opposite, cut short at `MAX_YAW_DEG`; 0 when |yaw| cannot grow."""
+    target = yaw_deg + increment_deg
+    if abs(target) <= abs(yaw_deg):
+        target = yaw_deg - increment_deg
+    target = float(np.clip(target, -MAX_YAW_DEG, MAX_YAW_DEG))
+    return target - yaw_deg if abs(target) > abs(yaw_deg) else 0.0
 
 
 def profile_rotation(image_affine: np.ndarray, yaw_increment_deg: float, pitch_increment_deg: float = 0.0):
