@@ -11,7 +11,7 @@ from r3fa.labels import landmarks_in_crop
 from r3fa.params import pose_degrees
 from r3fa.profiling import profile_face
 from r3fa.profiling.raster import rasterize
-from r3fa.profiling.rotate import MAX_YAW_DEG
+from r3fa.profiling.rotate import MAX_YAW_DEG, applied_yaw_increment
 from r3fa.readers import iter_aflw2000, label_landmarks, load_source_sample
 from r3fa.records import DATASET_CONVENTION
 
@@ -91,3 +91,11 @@ def test_rasteriser_keeps_the_closest_triangle_and_the_higher_layer():
     triangles = np.array([[0, 1, 2], [3, 4, 5]])
     assert rasterize(xy, z, triangles, 8, 8).triangle[1, 1] == 1  # closer (larger z) wins
     assert rasterize(xy, z, triangles, 8, 8, layer=np.array([1, 0])).triangle[1, 1] == 0  # layer beats depth
+
+
+@pytest.mark.parametrize(
+    ("yaw", "increment", "applied"),
+    [(30.0, 20.0, 20.0), (-30.0, 20.0, -20.0), (2.0, -20.0, -20.0), (80.0, 20.0, 9.0), (89.0, 10.0, 0.0)],
+)
+def test_increments_only_ever_increase_abs_yaw(yaw, increment, applied):
+    assert applied_yaw_increment(yaw, increment) == pytest.approx(applied)

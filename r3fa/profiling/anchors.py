@@ -44,7 +44,8 @@ def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     px, py = points[:, 0:1], points[:, 1:2]
     straddles = (a[None, :, 1] > py) != (b[None, :, 1] > py)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = a[None, :, 0] + (py - a[None, :, 1]) * (b[None, :, 0] - a[None, :, 0]) / (b[None, :, 1] - a[None, :, 1])
+        slope = (b[None, :, 0] - a[None, :, 0]) / (b[None, :, 1] - a[None, :, 1])
+        x_cross = a[None, :, 0] + (py - a[None, :, 1]) * slope
     return (straddles & (px < x_cross)).sum(axis=1) % 2 == 1
 
 

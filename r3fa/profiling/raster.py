@@ -77,7 +77,8 @@ def rasterize(
     zt = np.asarray(z, np.float64)[triangles[k]]
     z_xy = lb_xy * (zt[:, 1:2] - zt[:, 0:1]) + lc_xy * (zt[:, 2:3] - zt[:, 0:1])
     planes = np.stack([lb_xy, lc_xy, z_xy], axis=1)  # (K, 3, 2)
-    offsets = np.stack([-(planes[:, 0] * a[k]).sum(1), -(planes[:, 1] * a[k]).sum(1), zt[:, 0] - (z_xy * a[k]).sum(1)], 1)
+    offsets = -(planes * a[k][:, None, :]).sum(axis=2)
+    offsets[:, 2] += zt[:, 0]
     coef = np.concatenate([planes, offsets[:, :, None]], axis=2).astype(np.float32)  # (K, 3, 3)
     counts = box_w[k] * box_h[k]
     local_tri = np.repeat(np.arange(len(k)), counts)

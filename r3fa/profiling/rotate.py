@@ -2,8 +2,8 @@
 
 Angles follow 300W-LP's `Pose_Para` (`r3fa.params.rotation_from_euler`), read in the annotation's y-up
 model frame; the image frame negates y. The yaw increment only ever increases |yaw| (towards +-90 degrees):
-its sign is kept when that increases |yaw| (so a near-frontal face turns the way the sign says), flipped
-otherwise, and the result is cut short at 89 degrees (at 90 the Euler angles degenerate).
+its magnitude is applied in the direction of the current yaw (a near-frontal face, |yaw| < 5 degrees,
+turns the way the increment's sign says) and cut short at 89 degrees (at 90 the Euler angles degenerate).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 from r3fa.params import PARAM_DIM, euler_from_rotation, rotation_from_euler, scale_and_rotation
 
 MAX_YAW_DEG = 89.0  # Euler angles degenerate at exactly 90
+FRONTAL_DEG = 5.0  # below this |yaw| the increment's sign picks which way the face turns
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
 
@@ -24,13 +25,12 @@ def _scale_rotation(image_linear: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def applied_yaw_increment(yaw_deg: float, increment_deg: float) -> float:
-    """The signed yaw change (degrees) actually applied: `increment_deg` if it increases |yaw|, else its
-    opposite, cut short at `MAX_YAW_DEG`; 0 when |yaw| cannot grow."""
-    target = yaw_deg + increment_deg
-    if abs(target) <= abs(yaw_deg):
-        target = yaw_deg - increment_deg
-    target = float(np.clip(target, -MAX_YAW_DEG, MAX_YAW_DEG))
-    return target - yaw_deg if abs(target) > abs(yaw_deg) else 0.0
+    """The signed yaw change (degrees) actually applied: |yaw| grows by |increment_deg|, cut short at
+    `MAX_YAW_DEG`, in the direction of the current yaw (of the increment's sign for a near-frontal face);
+    0 when |yaw| cannot grow."""
+    direction = np.sign(yaw_deg) if abs(yaw_deg) >= FRONTAL_DEG else (np.sign(increment_deg) or 1.0)
+    magnitude = min(abs(increment_deg), MAX_YAW_DEG - abs(yaw_deg))
+    return float(direction * magnitude) if magnitude > 0 else 0.0
 
 
 def profile_rotation(image_affine: np.ndarray, yaw_increment_deg: float, pitch_increment_deg: float = 0.0):

@@ -21,11 +21,11 @@ import numpy as np
 from r3fa.crop import CROP_SIZE, image_to_crop, roi_from_landmarks
 from r3fa.labels import crop_frame_params, landmarks_in_crop
 from r3fa.morphable import posed_vertices
-from r3fa.params import compose, pose_degrees
-from r3fa.profiling.anchors import mesh_background, solve_along_edges
+from r3fa.params import compose
+from r3fa.profiling.anchors import BackgroundMesh, mesh_background, solve_along_edges
 from r3fa.profiling.contour import march_contour
 from r3fa.profiling.mesh import load_face_mesh
-from r3fa.profiling.raster import rasterize
+from r3fa.profiling.raster import Raster, rasterize
 from r3fa.profiling.rotate import profile_rotation, rotate_about
 from r3fa.records import DATASET_CONVENTION
 
@@ -50,8 +50,9 @@ class ProfiledFace:
     holes: np.ndarray  # (size, size) bool: face pixels without source texture (and uncovered pixels)
 
 
-def _seen_in_source(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: np.ndarray, size: int) -> np.ndarray:
-    """`(T,)` bool: which face triangles the source image shows with texture.
+def _source_face(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: np.ndarray, size: int):
+    """The face z-buffer of the source in the crop frame of `roi`, and `(T,)` bool: which face triangles
+    the source image shows with texture.
 
     A triangle is seen if it faces the camera (its projected winding matches the face's usual one) and is not
     occluded: its centroid's depth is within `VISIBLE_TOLERANCE` (of the crop side) of the face z-buffer,
@@ -66,7 +67,38 @@ def _seen_in_source(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: n
     centroid = corners.mean(axis=2)
     col = np.clip(np.rint(centroid[0]).astype(int), 0, size - 1)
     row = np.clip(np.rint(centroid[1]).astype(int), 0, size - 1)
-    return front & (centroid[2] >= raster.depth[row, col] - VISIBLE_TOLERANCE * size)
+    return raster, front & (centroid[2] >= raster.depth[row, col] - VISIBLE_TOLERANCE * size)
+
+
+def _anchor_depth(
+    start_xyz: np.ndarray, n_face: int, edges: np.ndarray, source: Raster, roi: np.ndarray, size: int
+) -> np.ndarray:
+    """Depth of every mesh vertex: face vertices keep theirs, anchors on the face take the face z-buffer's,
+    the rest come from the least-squares solve that keeps depth differences along edges small."""
+    crop_xyz = image_to_crop(start_xyz.T, roi, size)
+    col, row = np.rint(crop_xyz[0]).astype(int), np.rint(crop_xyz[1]).astype(int)
+    inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+    on_face = np.zeros(len(start_xyz), bool)
+    on_face[inside] = source.covered[row[inside], col[inside]]
+    known = on_face | (np.arange(len(start_xyz)) < n_face)
+    values = start_xyz[:, 2:].copy()
+    crop_depth = np.where(on_face, source.depth[np.clip(row, 0, size - 1), np.clip(col, 0, size - 1)], 0.0)
+    z_scale = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)  # crop depth -> image depth
+    values[n_face:, 0] = np.where(on_face[n_face:], crop_depth[n_face:] * z_scale, 0.0)
+    return solve_along_edges(edges, known, values, np.zeros((len(edges), 1)))[:, 0]
+
+
+def _place_anchors(
+    start_xyz: np.ndarray, moved: np.ndarray, background: BackgroundMesh, edges: np.ndarray
+) -> np.ndarray:
+    """New 2D positions `(V, 2)`: face vertices where the rotation takes them, border anchors where they
+    were, ring anchors by least squares so that every background edge keeps its source 2D vector."""
+    n_face = background.num_face_vertices
+    fixed = np.r_[np.ones(n_face, bool), background.on_border]
+    fixed_xy = np.where(fixed[:, None], moved[:2].T, 0.0)
+    fixed_xy[n_face:][background.on_border] = background.anchor_xy[background.on_border]
+    targets = start_xyz[edges[:, 0], :2] - start_xyz[edges[:, 1], :2]
+    return solve_along_edges(edges, fixed, fixed_xy, targets)
 
 
 def _sample(image: np.ndarray, source_xy: np.ndarray, roi_side: float, size: int) -> np.ndarray:
@@ -112,56 +144,41 @@ def profile_face(
     params = compose(image_affine, shape, expression)
     verts = posed_vertices(mesh.grid, params)  # (3, N) image frame
     roi = roi_from_landmarks(posed_vertices(mesh.landmarks, params)[:2])
-    side = roi[2] - roi[0]
-    seen = _seen_in_source(verts[:2].T, verts[2], mesh.triangles, roi, size)
+    source, seen = _source_face(verts[:2].T, verts[2], mesh.triangles, roi, size)
 
-    # image meshing and anchor depth (harmonic fill from the outline)
-    contour = march_contour(verts[:2].T, mesh.isolines)
-    centre2d = (roi[:2] + roi[2:]) / 2
+    # image meshing: outline by landmark marching, anchors, Delaunay; then anchor depth
+    centre2d, side = (roi[:2] + roi[2:]) / 2, roi[2] - roi[0]
     region = np.r_[centre2d - REGION_SCALE * side / 2, centre2d + REGION_SCALE * side / 2]
-    background = mesh_background(verts[:2].T, contour, region)
+    background = mesh_background(verts[:2].T, march_contour(verts[:2].T, mesh.isolines), region)
     edges = background.edges()
-    n_face, n_anchor = verts.shape[1], len(background.anchor_xy)
-    known = np.r_[np.ones(n_face, bool), np.zeros(n_anchor, bool)]
-    start_xyz = np.vstack([verts.T, np.c_[background.anchor_xy, np.zeros(n_anchor)]])  # (V, 3)
-    depth = solve_along_edges(edges, known, start_xyz[:, 2:], np.zeros((len(edges), 1)))[:, 0]
+    start_xyz = np.vstack([verts.T, np.c_[background.anchor_xy, np.zeros(len(background.anchor_xy))]])  # (V, 3)
+    depth = _anchor_depth(start_xyz, verts.shape[1], edges, source, roi, size)
 
-    # rotation about the face centroid, then anchors re-placed so background edges keep their shape
+    # rotation about the face centroid; anchors re-placed; the new pose and its crop
     new_linear, rotation, delta = profile_rotation(image_affine, yaw_increment_deg, pitch_increment_deg)
     centre = verts[:, mesh.face_mask].mean(axis=1)
     moved = rotate_about(np.vstack([start_xyz[:, :2].T, depth[None]]), rotation, centre)  # (3, V)
-    fixed = known.copy()
-    fixed[n_face:] = background.on_border
-    fixed_xy = np.where(fixed[:, None], moved[:2].T, 0.0)
-    fixed_xy[n_face:][background.on_border] = background.anchor_xy[background.on_border]
-    targets = start_xyz[edges[:, 0], :2] - start_xyz[edges[:, 1], :2]
-    new_xy = solve_along_edges(edges, fixed, fixed_xy, targets)
+    new_xy = _place_anchors(start_xyz, moved, background, edges)
+    new_translation = rotate_about(np.asarray(image_affine, np.float64)[:, 3:], rotation, centre)
+    new_affine = np.concatenate([new_linear, new_translation], axis=1)
+    new_roi = roi_from_landmarks(posed_vertices(mesh.landmarks, compose(new_affine, shape, expression))[:2])
 
-    new_affine = np.concatenate([new_linear, rotation @ (np.asarray(image_affine)[:, 3:] - centre[:, None]) + centre[:, None]], 1)
-    new_params = compose(new_affine, shape, expression)
-    new_roi = roi_from_landmarks(posed_vertices(mesh.landmarks, new_params)[:2])
-
-    # render by correspondence in the output crop
+    # render by correspondence in the output crop: face triangles over background over gap fillers
     triangles = np.concatenate([mesh.triangles, background.triangles])
-    layer = np.r_[np.full(len(mesh.triangles), 2), np.where(background.interior, 0, 1)]  # face over background
-    crop_xy = image_to_crop(new_xy.T, new_roi, size).T
-    raster = rasterize(crop_xy, moved[2], triangles, size, size, layer)
+    layer = np.r_[np.full(len(mesh.triangles), 2), np.where(background.interior, 0, 1)]
+    raster = rasterize(image_to_crop(new_xy.T, new_roi, size).T, moved[2], triangles, size, size, layer)
     source_xy = raster.interpolate(start_xyz[:, :2], triangles).astype(np.float32)
     crop = _sample(image, source_xy, new_roi[2] - new_roi[0], size)
 
     face_pixels = raster.covered & (raster.triangle < len(mesh.triangles))
-    hidden = ~seen
     h, w = image.shape[:2]
-    outside = (source_xy[..., 0] < 0) | (source_xy[..., 1] < 0) | (source_xy[..., 0] > w - 1) | (source_xy[..., 1] > h - 1)
-    holes = face_pixels & (hidden[np.minimum(raster.triangle, len(mesh.triangles) - 1)] | outside)
-    holes |= ~raster.covered
+    outside = ((source_xy < 0) | (source_xy > np.array([w - 1, h - 1], np.float32))).any(axis=-1)
+    unseen = ~seen[np.minimum(raster.triangle, len(mesh.triangles) - 1)]
+    holes = (face_pixels & (unseen | outside)) | ~raster.covered
     hole_fraction = float(holes.sum() / max(face_pixels.sum(), 1))
 
     crop_params = crop_frame_params(new_affine, shape, expression, new_roi, DATASET_CONVENTION, size)
     landmarks = landmarks_in_crop(mesh.landmarks, crop_params, DATASET_CONVENTION)[:2].astype(np.float32)
-    return ProfiledFace(crop, new_roi, crop_params, landmarks, new_affine, delta, hole_fraction, source_xy, face_pixels, holes)
-
-
-def pose_of(face: ProfiledFace) -> np.ndarray:
-    """[pitch, yaw, roll] degrees of a synthesised sample's label."""
-    return pose_degrees(face.params)
+    return ProfiledFace(
+        crop, new_roi, crop_params, landmarks, new_affine, delta, hole_fraction, source_xy, face_pixels, holes
+    )
