@@ -3,10 +3,12 @@ holes, determinism; and the rasteriser on hand-made meshes."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from r3fa.crop import crop_image
 from r3fa.labels import landmarks_in_crop
 from r3fa.params import pose_degrees
 from r3fa.profiling import profile_face
@@ -69,6 +71,20 @@ def test_a_near_frontal_face_turns_the_way_the_increment_says(bases):
     base = bases["image00002"]
     assert _profile(base, -25.0).yaw_increment == pytest.approx(-25.0)
     assert _profile(base, 25.0).yaw_increment == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("name", FACES)
+def test_a_zero_increment_reproduces_the_plain_crop(bases, name):
+    """With no rotation the correspondence is the identity: the render equals `crop_image` of its roi (up to
+    the anti-aliasing filter, so compared after a blur)."""
+    base = bases[name]
+    face = _profile(base, 0.0)
+    assert face.yaw_increment == 0.0 and face.hole_fraction < 0.01
+
+    def blur(image):
+        return cv2.GaussianBlur(image.astype(np.float32), (0, 0), 2.0)
+
+    assert np.abs(blur(face.crop) - blur(crop_image(base.image, face.roi))).mean() < 1.5
 
 
 def test_deterministic(bases):
