@@ -3,7 +3,7 @@
 Every failure becomes a `BadInputError` carrying the path and a short reason (the exact wording is part of
 the rejection records), so callers can set the sample aside and go on. Reasons:
 `unreadable image`, `missing image`, `truncated or corrupt .mat`, `missing field <name>`,
-`bad shape <name> <shape>`, `non-finite values in <name>`.
+`bad shape <name> <shape>`, `bad field type <name>`, `non-finite values in <name>`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "missing image")
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise BadInputError(path, f"unreadable image ({type(err).__name__})") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None or image.size == 0:
         raise BadInputError(path, "unreadable image")
@@ -58,6 +61,14 @@ class Annotation:
 _REQUIRED = {"Pose_Para": 7, "Shape_Para": 199, "Exp_Para": 29}
 
 
+def _numeric(path: Path, name: str, value: object) -> np.ndarray:
+    """A real float64 array of a `.mat` field, or `BadInputError("bad field type <name>")`."""
+    array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise BadInputError(path, f"bad field type {name} ({array.dtype})")
+    return array.astype(np.float64)
+
+
 def read_annotation(path: str | Path) -> Annotation:
     """Read and validate a 300W-LP-format `.mat`."""
     from scipy.io import loadmat
@@ -73,15 +84,17 @@ def read_annotation(path: str | Path) -> Annotation:
     for name, size in _REQUIRED.items():
         if name not in mat:
             raise BadInputError(path, f"missing field {name}")
-        value = np.asarray(mat[name], np.float64).reshape(-1)
+        value = _numeric(path, name, mat[name]).reshape(-1)
         if value.size < size:
             raise BadInputError(path, f"bad shape {name} {tuple(np.shape(mat[name]))}")
         fields[name] = value[:size]
-    pt3d = np.asarray(mat["pt3d_68"], np.float64) if "pt3d_68" in mat else None
-    pt2d = np.asarray(mat["pt2d"], np.float64) if "pt2d" in mat else None
+    pt3d = _numeric(path, "pt3d_68", mat["pt3d_68"]) if "pt3d_68" in mat else None
+    pt2d = _numeric(path, "pt2d", mat["pt2d"]) if "pt2d" in mat else None
     if pt3d is not None and pt3d.shape != (3, 68):
         raise BadInputError(path, f"bad shape pt3d_68 {pt3d.shape}")
-    checks = {**fields, "pt3d_68": pt3d}
+    if pt2d is not None and (pt2d.ndim != 2 or pt2d.shape[0] != 2):
+        raise BadInputError(path, f"bad shape pt2d {pt2d.shape}")
+    checks = {**fields, "pt3d_68": pt3d, "pt2d": pt2d}
     for name, value in checks.items():
         if value is not None and not np.isfinite(value).all():
             raise BadInputError(path, f"non-finite values in {name}")
@@ -90,7 +103,8 @@ def read_annotation(path: str | Path) -> Annotation:
 
 def read_landmarks_file(path: str | Path) -> np.ndarray:
     """68 image-frame landmarks `(2, 68)` from a `.pts` (1-based x y, as menpo writes them), a `.ljson`
-    (menpo's JSON, points stored [y, x]; the group of 68 points) or a `.mat` (`pt3d_68`, else a 68-point `pt2d`).
+    (menpo's JSON, points stored [y, x]; the group of 68 points) or a `.mat`: an annotation (`pt3d_68`,
+    else a 68-point `pt2d`) or a 300W-LP `landmarks/*_pts.mat` side file (`pts_3d`, else `pts_2d`).
 
     `.pts` coordinates are shifted by -1 to 0-based pixels."""
     import json
@@ -113,8 +127,7 @@ def read_landmarks_file(path: str | Path) -> np.ndarray:
             points = landmarks["points"]
             pts = np.array(points, np.float64)[:, ::-1].T
         elif suffix == ".mat":
-            ann = read_annotation(path)
-            pts = ann.pt3d_68[:2] if ann.pt3d_68 is not None else ann.pt2d
+            pts = _landmarks_from_mat(path)
         else:
             raise BadInputError(path, f"unknown landmark format {suffix}")
     except (ValueError, KeyError, IndexError) as err:
@@ -122,3 +135,19 @@ def read_landmarks_file(path: str | Path) -> np.ndarray:
     if pts is None or pts.shape != (2, 68) or not np.isfinite(pts).all():
         raise BadInputError(path, f"expected 68 finite 2D landmarks, got shape {None if pts is None else pts.shape}")
     return pts
+
+
+def _landmarks_from_mat(path: Path) -> np.ndarray | None:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises several types for damaged files
+        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
+    for name in ("pt3d_68", "pts_3d", "pt2d", "pts_2d"):
+        if name in mat:
+            pts = _numeric(path, name, mat[name])
+            pts = pts.T if pts.shape[0] == 68 else pts  # side files store (68, 2|3)
+            if pts.shape[1] == 68:
+                return pts[:2]
+    return None

@@ -17,7 +17,10 @@ from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_from_pose_para, pose_m
 
 
 def image_frame_affine(pose_para: np.ndarray, image_height: int) -> np.ndarray:
-    """The `(3, 4)` affine from model coordinates to image pixels (x right, y down) of a `Pose_Para`."""
+    """The `(3, 4)` affine from model coordinates to image pixels (x right, y down) of a `Pose_Para`.
+
+    The y flip makes it a reflection (negative determinant): take pose angles from crop-frame params
+    (`crop_frame_params`), never from this affine."""
     affine = pose_from_pose_para(pose_para)
     affine[1] = -affine[1]
     affine[1, 3] += image_height + 1

@@ -17,7 +17,10 @@ Reconstruction (`posed_vertices`) follows DESIGN §2 and works on numpy arrays a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +85,10 @@ class MorphableModel:
         )
         if self.triangles is not None:
             arrays["triangles"] = self.triangles
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
         return path
 
     @classmethod
@@ -227,8 +231,11 @@ def build_from_3ddfa(release: str | Path, name: str) -> MorphableModel:
 
 
 def load_model(name: str = "bfm68") -> MorphableModel:
-    """The named model from the asset cache, built from `$R3FA_DATA/3ddfa` on first use."""
-    path = cache_root() / "assets" / f"{name}.npz"
+    """The named model from the asset cache, built from `$R3FA_DATA/3ddfa` on first use.
+
+    The cache name includes a hash of this module, so a change to the builders rebuilds the assets."""
+    builder = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    path = cache_root() / "assets" / f"{name}-{builder}.npz"
     if not path.exists():
         build_from_3ddfa(data_root() / "3ddfa", name).save(path)
     return MorphableModel.load(path)

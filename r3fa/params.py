@@ -4,8 +4,8 @@ Layout (DESIGN §2): `p[:12].reshape(3, 4)` is the row-major affine [sR | t] (sc
 translation tx, ty, tz), `p[12:52]` the 40 shape and `p[52:62]` the 10 expression coefficients.
 300W-LP stores the pose as `Pose_Para = [pitch, yaw, roll (radians), tx, ty, tz, scale]`, with the rotation
 R = Rx(pitch) Ry(yaw) Rz(roll) in the transposed-sign form of 3DDFA/face3d (`rotation_from_euler`).
-Every function here takes batched arrays (`(..., 62)`) and works on numpy arrays and, where it says so,
-torch tensors.
+Functions on parameter vectors take batched arrays (`(..., 62)`) and, where they say so, torch tensors;
+`rotation_from_euler` takes single angles.
 """
 
 from __future__ import annotations
