@@ -19,12 +19,21 @@ def preview(
     holes: bool = typer.Option(False, "--holes", help="tint face pixels without source texture red"),
 ) -> None:
     """Write a sheet: the source crop and its synthesised views, with their landmarks drawn."""
+    from r3fa.io import BadInputError
     from r3fa.profiling.preview import preview_sheet
     from r3fa.readers import SourceItem, load_source_sample
 
-    steps = [float(s) for s in yaw_steps.split(",") if s.strip()]
+    try:
+        steps = [float(s) for s in yaw_steps.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"not a list of numbers: {yaw_steps!r}", param_hint="--yaw-steps") from None
     item = SourceItem(image.stem, "preview", image.stem, str(image), str(mat))
-    sheet = preview_sheet(load_source_sample(item), steps, show_holes=holes)
+    try:
+        base = load_source_sample(item)
+    except BadInputError as err:
+        typer.echo(f"error: {err.path}: {err.reason}", err=True)
+        raise typer.Exit(1) from None
+    sheet = preview_sheet(base, steps, show_holes=holes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), sheet):
         raise typer.BadParameter(f"cannot write {out}", param_hint="--out")

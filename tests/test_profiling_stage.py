@@ -83,3 +83,11 @@ def test_preview_cli_writes_a_sheet(aflw2000_dir, tmp_path):
     assert result.exit_code == 0, result.output
     sheet = cv2.imread(str(out))
     assert sheet is not None and sheet.shape == (240, 3 * 240, 3)
+
+
+def test_preview_cli_reports_a_bad_label_file(aflw2000_dir):
+    from cli.main import app
+
+    image = aflw2000_dir / "image00002.jpg"
+    result = CliRunner().invoke(app, ["synth", "preview", str(image), "--mat", str(image)])
+    assert result.exit_code == 1 and "corrupt .mat" in result.output
