@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(R3FA) demo --config configs/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x --timeout=900
+	$(PY) -m pytest -q --timeout=900
 
 server: $(STAMP)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
