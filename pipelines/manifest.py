@@ -1,0 +1,160 @@
+"""`manifest.json` of a shard set: what went in, what came out, and the training split's whitening.
+
+Written once every shard is complete, from the shards' `.done` markers and their Parquet files (streamed one
+file at a time, so memory does not grow with the dataset); never from task results, so that a resumed build
+writes the same manifest as an uninterrupted one. Its JSON schema is `schemas/manifest.schema.json`
+(`MANIFEST_VERSION`). Inputs are hashed by metadata, not content: sha256 over the sorted lines
+`path-relative-to-data-root size mtime_ns` of every input file (reading 122k images to hash them would cost
+more than the build's ingest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines.files import write_bytes_atomic
+from pipelines.mix import MixConfig
+from pipelines.plan import Plan
+from pipelines.shard import ShardFiles, read_done
+from pipelines.tables import schema_version
+from r3fa.evaluation import code_version
+from r3fa.metrics import BIN_NAMES, yaw_bin
+from r3fa.params import PARAM_DIM, Whitening
+from r3fa.paths import PROJECT_ROOT, data_root
+from r3fa.readers import SourceItem
+from r3fa.records import DATASET_CONVENTION
+
+MANIFEST_VERSION = 1
+MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"
+REJECTED_FILE = "rejected.parquet"
+INPUT_HASH_METHOD = "sha256 of sorted lines 'path size mtime_ns' of every input file (paths relative to the data root)"
+
+
+def inputs_hash(items: Sequence[SourceItem]) -> tuple[str, int]:
+    """(sha256, number of files) of the input files' paths, sizes and modification times."""
+    try:
+        root = data_root()
+    except FileNotFoundError:
+        root = None
+    lines = []
+    for path in sorted({p for item in items for p in (item.image_path, item.annotation_path, item.landmark_path) if p}):
+        stat = os.stat(path)
+        shown = os.path.relpath(path, root) if root and Path(path).is_relative_to(root) else path
+        lines.append(f"{shown} {stat.st_size} {stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
+
+
+def build_code_version() -> str:
+    """The code version recorded in the manifest: `$R3FA_CODE_VERSION` when set (reproducible builds, as
+    SOURCE_DATE_EPOCH for timestamps), else `r3fa.evaluation.code_version()` (version + commit + dirty)."""
+    return os.environ.get("R3FA_CODE_VERSION") or code_version()
+
+
+class _ParamStats:
+    """Mean and variance of 62-d labels merged file by file (Chan et al.'s parallel update)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, np.zeros(PARAM_DIM), np.zeros(PARAM_DIM)
+
+    def add(self, params: np.ndarray) -> None:
+        if len(params) == 0:
+            return
+        n_b, mean_b = len(params), params.mean(axis=0)
+        m2_b = ((params - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * n_b / n
+        self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / n
+        self.n = n
+
+    def whitening(self, name: str) -> Whitening:
+        """Statistics as `Whitening.fit` computes them (population std; constant dimensions get std 1)."""
+        std = np.sqrt(self.m2 / max(self.n, 1))
+        std[std < 1e-8] = 1.0
+        return Whitening(name, self.mean.astype(np.float32), std.astype(np.float32))
+
+
+def _yaw_bins(yaw: np.ndarray) -> Counter:
+    return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
+
+
+def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path) -> dict:
+    """The manifest of a complete shard set (every planned shard has its `.done`).
+
+    Raises:
+        FileNotFoundError: a planned shard is not complete.
+    """
+    stats = _ParamStats()
+    by_split, by_source, by_bin, by_split_bin = Counter(), Counter(), Counter(), Counter()
+    synthetic = rejected = 0
+    shards = []
+    for shard in plan.shards:
+        files = ShardFiles.of(out_dir, shard.name)
+        done = read_done(files)
+        if done is None:
+            raise FileNotFoundError(f"{files.done}: shard {shard.name} is not complete")
+        table = pq.read_table(files.parquet, columns=["source", "synthetic", "yaw", "params"])
+        yaw = table.column("yaw").to_numpy()
+        by_split[shard.split] += table.num_rows
+        by_source.update(table.column("source").to_pylist())
+        bins = _yaw_bins(yaw)
+        by_bin.update(bins)
+        by_split_bin.update({f"{shard.split}/{b}": n for b, n in bins.items()})
+        synthetic += sum(table.column("synthetic").to_pylist())
+        rejected += done["rejected"]
+        if shard.split == "train" and table.num_rows:
+            flat = table.column("params").combine_chunks().flatten().to_numpy()
+            stats.add(flat.reshape(-1, PARAM_DIM).astype(np.float64))
+        shards.append({
+            "file": files.tar.name,
+            "split": shard.split,
+            "count": done["count"],
+            "rejected": done["rejected"],
+            "sha256": done["tar_sha256"],
+            "idx": files.idx.name,
+            "parquet": files.parquet.name,
+        })  # fmt: skip
+    digest, n_files = inputs_hash(plan.items)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "name": config.name,
+        "code_version": build_code_version(),
+        "crop_convention": DATASET_CONVENTION.value,
+        "sample_schema_version": schema_version(),
+        "config": config.model_dump(mode="json"),
+        "inputs": {
+            "method": INPUT_HASH_METHOD,
+            "sha256": digest,
+            "files": n_files,
+            "items": len(plan.items),
+            "items_by_source": dict(sorted(Counter(item.source for item in plan.items).items())),
+        },
+        "whitening": stats.whitening(f"{config.name}-train").to_dict(),
+        "counts": {
+            "samples": sum(by_split.values()),
+            "planned": plan.n_samples,
+            "rejected": rejected,
+            "synthetic": synthetic,
+            "by_split": {split: by_split.get(split, 0) for split in ("train", "val")},
+            "by_source": dict(sorted(by_source.items())),
+            "by_yaw_bin": {b: by_bin.get(b, 0) for b in BIN_NAMES},
+            "by_split_yaw_bin": {f"{s}/{b}": by_split_bin.get(f"{s}/{b}", 0) for s in ("train", "val") for b in BIN_NAMES},
+        },
+        "rejected_file": REJECTED_FILE,
+        "shards": shards,
+    }
+
+
+def write_manifest(manifest: dict, out_dir: str | Path) -> Path:
+    """Write `manifest.json` atomically (sorted keys, so equal manifests are equal bytes)."""
+    path = Path(out_dir) / "manifest.json"
+    write_bytes_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return path

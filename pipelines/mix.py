@@ -1,0 +1,115 @@
+"""The mix config: which sources, how they are augmented and synthesised, split and cut into shards.
+
+A YAML file under `configs/mix/` (`paper-680k.yaml`, `demo.yaml`, `test.yaml`) validated by `MixConfig`.
+Everything that changes the bytes of a shard set is here, so a config and its seed fix the dataset.
+The optional `synthesis:` section belongs to the face-profiling stage (`pipelines.synthesis_stage`); it is
+validated by that stage's `SynthesisConfig`, imported only when the section is present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from r3fa.augment import AugmentPolicy
+from r3fa.config import load_config
+from r3fa.paths import data_root
+
+if TYPE_CHECKING:
+    from pipelines.synthesis_stage import SynthesisConfig
+
+MB = 1_000_000
+
+
+class SourceConfig(BaseModel):
+    """One labelled source of real samples.
+
+    Attributes:
+        kind: "300wlp" (the 300W-LP tree, `r3fa.readers.iter_300wlp`) or "aflw2000_3d"
+            (`r3fa.readers.iter_aflw2000`).
+        root: folder, relative to the reference-data root (`r3fa.paths.data_root`) unless absolute.
+        fold: with `n_folds`, only this fold of AFLW2000-3D (`r3fa.folds`).
+        n_folds: number of folds.
+        limit: the first `limit` items only (sorted order), for small builds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["300wlp", "aflw2000_3d"]
+    root: Path
+    fold: int | None = Field(None, ge=0)
+    n_folds: int = Field(2, ge=2)
+    limit: int | None = Field(None, ge=1)
+
+    def resolved_root(self) -> Path:
+        """The source folder as an absolute path."""
+        return self.root if self.root.is_absolute() else data_root() / self.root
+
+    @model_validator(mode="after")
+    def _fold_needs_aflw(self) -> "SourceConfig":
+        if self.fold is not None and self.kind != "aflw2000_3d":
+            raise ValueError("fold/n_folds select a part of AFLW2000-3D only")
+        if self.fold is not None and self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} out of range for {self.n_folds} folds")
+        return self
+
+
+class MixConfig(BaseModel):
+    """A shard set: sources, augmentation, synthesis, split, shard size, rejection threshold, seed.
+
+    Attributes:
+        name: prefix of every shard file (`{name}-{split}-{NNNNNN}.tar`); letters, digits, '_' and '-'.
+        sources: the real samples.
+        augmentation: `r3fa.augment.AugmentPolicy` (`copies_per_image: 1` = plain crops only).
+        synthesis: the face-profiling section (`pipelines.synthesis_stage.SynthesisConfig`), or none.
+        seed: fixes copy counts, augmentations, synthesis jobs and the global shuffle.
+        val_fraction: share of *subjects* in the val split (a hash of `subject_id`; never both splits).
+        shard_size_mb: target tar size; with `sample_bytes` it fixes `samples_per_shard` before any image is
+            read, so the plan does not depend on the images' JPEG sizes.
+        sample_bytes: expected bytes of one sample in a tar (JPEG + labels + json + tar headers).
+        samples_per_shard: overrides the size-based count (small test builds).
+        max_label_nme: samples whose label NME (percent) exceeds this are rejected (stage "label").
+        refit: refit the 50 coefficients to the annotation landmarks (`r3fa.readers.load_source_sample`).
+        jpeg_quality: quality of the stored JPEG crops.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    sources: list[SourceConfig] = Field(min_length=1)
+    augmentation: AugmentPolicy = AugmentPolicy()
+    synthesis: dict | None = None
+    seed: int = 0
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    shard_size_mb: float = Field(256.0, gt=0)
+    sample_bytes: int = Field(12_000, gt=0)
+    samples_per_shard: int | None = Field(None, ge=1)
+    max_label_nme: float = Field(5.0, gt=0)
+    refit: bool = False
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _check_synthesis(self) -> "MixConfig":
+        self.synthesis_config()
+        return self
+
+    def synthesis_config(self) -> "SynthesisConfig | None":
+        """The validated `synthesis:` section (imports the face-profiling stage only when there is one)."""
+        if self.synthesis is None:
+            return None
+        from pipelines.synthesis_stage import SynthesisConfig
+
+        return SynthesisConfig.model_validate(self.synthesis)
+
+    def shard_samples(self) -> int:
+        """Samples per shard: `samples_per_shard`, else the target size over the expected sample size."""
+        if self.samples_per_shard is not None:
+            return self.samples_per_shard
+        return max(1, int(self.shard_size_mb * MB // self.sample_bytes))
+
+
+def load_mix(path: str | Path) -> MixConfig:
+    """Read and validate a mix config YAML."""
+    return load_config(path, MixConfig)

@@ -1,0 +1,131 @@
+"""The per-sample and rejection Parquet tables of a shard set, with their schema read from `schemas/`.
+
+`schemas/samples.schema.json` is the one definition of the columns (names, types, meaning, version); this
+module turns it into Arrow schemas, builds rows and writes the files. The schema version is stored in each
+file's metadata (`r3fa.schema_version`) so that a reader can refuse a file it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.files import atomic_writer
+from r3fa.paths import PROJECT_ROOT
+from r3fa.records import Rejection, SampleRecord
+
+SCHEMA_PATH = PROJECT_ROOT / "schemas" / "samples.schema.json"
+_SCALARS = {"string": pa.string(), "bool": pa.bool_(), "int64": pa.int64(), "float32": pa.float32(),
+            "float64": pa.float64(), "json": pa.string()}  # fmt: skip
+_FIXED_LIST = re.compile(r"fixed_size_list<(\w+)>\[(\d+)\]")
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    if name in _SCALARS:
+        return _SCALARS[name]
+    match = _FIXED_LIST.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{SCHEMA_PATH}: unknown column type {name!r}")
+    return pa.list_(_SCALARS[match[1]], int(match[2]))
+
+
+@lru_cache(maxsize=1)
+def _definition() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def schema_version() -> int:
+    """Version of the per-sample table schema."""
+    return int(_definition()["version"])
+
+
+@lru_cache(maxsize=2)
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of "samples" (a shard's Parquet) or "rejected" (rejected.parquet), with the
+    version in its metadata."""
+    fields = [pa.field(c["name"], _arrow_type(c["type"]), nullable=False) for c in _definition()[table]]
+    return pa.schema(fields, metadata={"r3fa.schema_version": str(schema_version()), "r3fa.table": table})
+
+
+def sample_row(record: SampleRecord, shard: str, split: str, jpeg_sha256: str) -> dict:
+    """One row of a shard's table (the tar holds the same params and landmarks as raw float32)."""
+    pitch, yaw, roll = (float(v) for v in record.pose_deg)
+    return {
+        "key": record.key,
+        "shard": shard,
+        "split": split,
+        "source": record.source,
+        "subject_id": record.subject_id,
+        "image_path": record.image_path,
+        "parent_key": record.parent_key,
+        "synthetic": bool(record.synthetic),
+        "yaw_increment": float(record.yaw_increment),
+        "augment": augment_json(record),
+        "yaw": yaw,
+        "pitch": pitch,
+        "roll": roll,
+        "roi": np.asarray(record.roi, np.float64).tolist(),
+        "params": np.asarray(record.params, np.float32).reshape(62),
+        "landmarks": np.asarray(record.landmarks, np.float32).reshape(136),
+        "label_nme": float(record.label_nme),
+        "jpeg_sha256": jpeg_sha256,
+    }
+
+
+def augment_json(record: SampleRecord) -> str:
+    """The record's applied ops as canonical JSON (sorted keys, numpy scalars as plain numbers)."""
+    return json.dumps(list(record.augment), sort_keys=True, default=_plain)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def rejection_row(key: str, shard: str, rejection: Rejection) -> dict:
+    """One row of rejected.parquet."""
+    return {"key": key, "shard": shard, "path": rejection.path, "reason": rejection.reason, "stage": rejection.stage}
+
+
+def _to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
+    columns = {}
+    for field in schema:
+        values = [row[field.name] for row in rows]
+        if pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type):
+            flat = np.asarray(values, np.float32).reshape(-1)
+            columns[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), field.type.list_size)
+        else:
+            columns[field.name] = pa.array(values, field.type)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_table(path: str | Path, rows: Sequence[dict], table: str) -> None:
+    """Write rows of "samples" or "rejected" to a Parquet file atomically (zstd, one row group)."""
+    arrow = _to_table(rows, arrow_schema(table))
+    with atomic_writer(path) as fh:
+        pq.write_table(arrow, fh, compression="zstd", row_group_size=max(1, len(rows)))
+
+
+def read_table(paths: Sequence[str | Path], table: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Concatenate Parquet files of one kind, checking their schema version."""
+    schema = arrow_schema(table)
+    parts = []
+    for path in paths:
+        part = pq.read_table(path, columns=list(columns) if columns else None)
+        found = (pq.read_schema(path).metadata or {}).get(b"r3fa.schema_version", b"?").decode()
+        if found != str(schema_version()):
+            raise ValueError(f"{path}: schema version {found}, this code reads {schema_version()}")
+        parts.append(part)
+    if not parts:
+        return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
+    return pa.concat_tables(parts)

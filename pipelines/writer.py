@@ -1,0 +1,103 @@
+"""The shard writer: samples into one WebDataset tar, byte-identical for identical input.
+
+It knows nothing of plans, records or Dask: it takes a key and the bytes of its members. Headers are fixed
+(mtime 0, uid/gid 0, no user or group names, mode 0644, ustar format) and each sample's members are written
+in sorted extension order, so the same samples give the same bytes. The tar is written under a temporary
+name, fsynced and renamed on `close()`, which also writes its DALI index (`pipelines.index`) from the
+member offsets recorded while writing; the index is therefore never derived from a re-scan.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from types import TracebackType
+
+from pipelines.files import TMP_SUFFIX, fsync_dir
+from pipelines.index import Member, write_index
+
+HEADER_SIZE = tarfile.BLOCKSIZE  # a ustar member without extended headers has one 512-byte header
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardWriter:
+    """Write one shard: `with ShardWriter(tar, idx) as w: w.write(key, {"jpg": ..., "json": ...})`.
+
+    Args:
+        tar_path: the final tar path; data goes to `tar_path + ".tmp"` until `close()`.
+        index_path: where `close()` writes the DALI index.
+    """
+
+    def __init__(self, tar_path: str | Path, index_path: str | Path):
+        self.tar_path = Path(tar_path)
+        self.index_path = Path(index_path)
+        self._tmp = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._index: list[list[Member]] = []
+        self._keys: set[str] = set()
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        """Append one sample.
+
+        Args:
+            key: the sample key (no dots, unique within the shard).
+            members: extension (without the leading dot, e.g. "params.f32") -> bytes.
+
+        Raises:
+            ValueError: a key with a dot, a repeated key, or no members.
+        """
+        if "." in key or "/" in key or not key:
+            raise ValueError(f"invalid sample key {key!r}: no dots or slashes")
+        if key in self._keys:
+            raise ValueError(f"sample key {key!r} written twice")
+        if not members:
+            raise ValueError(f"sample {key!r} has no members")
+        self._keys.add(key)
+        entries = []
+        for extension in sorted(members):
+            data, name = members[extension], f"{key}.{extension}"
+            entries.append(Member(name, self._tar.offset + HEADER_SIZE, len(data)))
+            self._tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+        self._index.append(entries)
+
+    @property
+    def count(self) -> int:
+        """Samples written so far."""
+        return len(self._index)
+
+    def close(self) -> None:
+        """Finish the tar (end blocks), fsync, rename it into place, then write the index."""
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.tar_path)
+        fsync_dir(self.tar_path.parent)
+        write_index(self.index_path, self._index)
+
+    def abort(self) -> None:
+        """Drop the partial tar."""
+        self._tar.close()
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
