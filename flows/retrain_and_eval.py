@@ -1,0 +1,212 @@
+"""Prefect flow `retrain-and-eval`: the scheduled job that keeps the promoted model the best one measured.
+
+Each run (a) makes sure a shard set exists for the current inputs, (b) trains a candidate, (c) evaluates it
+on AFLW2000-3D (or one fold of it) and (d) asks `r3fa.promotion` whether it replaces the promoted model; the
+registry records every candidate, promoted or rejected, with the reason.
+
+Why it looks the way it does:
+- **Shards are keyed by their inputs.** The shard set lives in `out_dir/shards/<inputs hash>`, the hash of
+  the resolved mix config and of the source files' names, sizes and modification times. Unchanged inputs
+  find a complete set (its `manifest.json` is written last) and skip the build; changed inputs get a new
+  folder, so a running training never sees its shards rewritten. An interrupted build is re-run into the same
+  folder (the builder resumes from its `.done` markers).
+- **Candidates are judged on the same images.** The registry compares candidates on the same benchmark
+  name only, so a fold evaluation is recorded as `aflw2000-3d-fold1of20`: a demo run on a fold never
+  displaces a model measured on the whole benchmark, and the other way round.
+- **Stages are the other flows** (`build_dataset`, `train`, `evaluate`) called as subflows, with their own
+  runs, retries and artifacts. The side effects of this flow (hashing the inputs, writing the registry) are
+  tasks with NO_CACHE and retries with exponential backoff; any exception propagates and fails the run.
+
+Artifacts: `retrain-decision` (markdown: the decision, its reason, where the files are) and `retrain-nme`
+(table: the candidate's and the previously promoted model's NME bins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from flows.build_dataset import build_dataset_flow
+from flows.evaluate import evaluate_flow
+from flows.train import train_flow
+from pipelines.mix import MixConfig, load_mix
+from r3fa.evaluation import code_version
+from r3fa.paths import PROJECT_ROOT
+from r3fa.promotion import Candidate, Decision, promote_if_better, read_registry
+from r3fa.training import read_dataset_info
+
+BINS = ("0-30", "30-60", "60-90", "mean", "std")
+
+
+def _in_project(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+
+
+def inputs_hash(mix: MixConfig) -> str:
+    """sha256 of what a shard build reads: the resolved mix config and every source file's name, size, mtime.
+
+    Args:
+        mix: the validated mix config.
+
+    Returns:
+        The hex digest; it changes when the config or any file under a source's root changes.
+    """
+    digest = hashlib.sha256(json.dumps(mix.model_dump(mode="json"), sort_keys=True).encode())
+    for source in mix.sources:
+        root = source.resolved_root()
+        for folder, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                rel = os.path.relpath(os.path.join(folder, name), root)
+                digest.update(f"{source.kind}\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def benchmark_name(benchmark: str, fold: int | None, n_folds: int) -> str:
+    """The name candidates are compared under: the benchmark, plus the fold when only one fold is used."""
+    return benchmark if fold is None else f"{benchmark}-fold{fold}of{n_folds}"
+
+
+def check_held_out(mix: MixConfig, benchmark: str, fold: int | None, n_folds: int) -> None:
+    """Refuse to evaluate on AFLW2000-3D images that the mix trains on.
+
+    Raises:
+        ValueError: an AFLW2000-3D source of the mix covers the evaluated images.
+    """
+    if not benchmark.startswith("aflw2000-3d"):
+        return
+    for source in mix.sources:
+        if source.kind != "aflw2000_3d":
+            continue
+        # positions i with i % a == f and i % b == g exist iff f = g (mod gcd(a, b))
+        if source.fold is None or fold is None or (source.fold - fold) % math.gcd(source.n_folds, n_folds) == 0:
+            raise ValueError(
+                f"the mix trains on AFLW2000-3D (fold {source.fold} of {source.n_folds}), which overlaps the "
+                f"evaluated images (fold {fold} of {n_folds}): pick disjoint folds"
+            )
+
+
+@task(name="hash-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
+def hash_inputs_task(mix_path: str) -> str:
+    """`inputs_hash` of the mix config at `mix_path` (a task: it reads many files, and a read can fail)."""
+    return inputs_hash(load_mix(mix_path))
+
+
+@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
+def promote_task(registry: str, candidate: Candidate) -> Decision:
+    """Record `candidate` in the registry, promoting it when its mean NME beats the promoted model's."""
+    return promote_if_better(registry, candidate)
+
+
+def _nme_row(name: str, entry: dict | None) -> dict[str, Any]:
+    metrics = (entry or {}).get("metrics", {})
+    return {"model": name, **{f"{b} (%)": round(metrics[b], 3) if b in metrics else "-" for b in BINS}}
+
+
+def publish(decision: Decision, shard_dir: Path, registry: Path, rebuilt: bool) -> None:
+    """Create the `retrain-decision` markdown and `retrain-nme` table artifacts of one decision."""
+    c, previous = decision.candidate, decision.previous
+    verdict = "PROMOTED" if decision.promoted else "REJECTED"
+    before = "-" if previous is None else f"{float(previous['metrics']['mean']):.3f}"
+    create_table_artifact(
+        key="retrain-nme",
+        table=[_nme_row("candidate", {"metrics": c.metrics}), _nme_row("promoted before this run", previous)],
+        description=f"NME (%) on {c.benchmark}: this run's candidate and the model promoted before it",
+    )
+    create_markdown_artifact(
+        key="retrain-decision",
+        markdown=(
+            f"# Candidate {verdict}\n\n{decision.reason}.\n\n"
+            f"| | mean NME (%) on {c.benchmark} |\n|---|---|\n| candidate | {c.score:.3f} |\n"
+            f"| promoted before | {before} |\n\n"
+            f"- candidate: `{c.checkpoint}`\n- previously promoted: `{(previous or {}).get('checkpoint', '-')}`\n"
+            f"- shards: `{shard_dir}` ({'built by this run' if rebuilt else 'reused: inputs unchanged'})\n"
+            f"- dataset manifest sha256: `{c.manifest_hash}`\n- code: `{c.code_version}`\n- registry: `{registry}`\n"
+        ),
+        description="the promotion decision of this retrain run",
+    )
+
+
+@flow(name="retrain-and-eval", log_prints=True)
+def retrain_and_eval_flow(
+    mix: str = "configs/mix/demo.yaml",
+    train: str = "configs/train/demo.yaml",
+    out_dir: str = "runs/retrain",
+    registry: str = "runs/retrain/registry.json",
+    warm_start: bool = False,
+    benchmark: str = "aflw2000-3d",
+    eval_fold: int | None = 1,
+    n_folds: int = 2,
+    build_workers: int = 2,
+    train_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build shards if the inputs changed, train a candidate, evaluate it and promote it only if it is better.
+
+    Relative paths are taken from the project root.
+
+    Args:
+        mix: the mix config of the training data (`configs/mix/*.yaml`).
+        train: the training config (`configs/train/*.yaml`).
+        out_dir: folder of the shard sets (`shards/<inputs hash>`) and of every run's training and evaluation.
+        registry: the promotion registry file (`r3fa.promotion`).
+        warm_start: start from the promoted model's weights instead of a random init (from scratch when
+            nothing is promoted yet).
+        benchmark: the benchmark candidates are judged on (`aflw2000-3d` and its variants).
+        eval_fold: evaluate on this fold of `n_folds` only (`r3fa.folds`); None: the whole benchmark.
+        n_folds: number of folds.
+        build_workers: worker processes of the shard build.
+        train_overrides: top-level training config fields to replace (e.g. {"epochs": 1}).
+
+    Returns:
+        {"promoted": bool, "reason", "candidate": the registry entry's fields, "shard_dir", "rebuilt": bool}.
+    """
+    mix_path, out, registry_path = _in_project(mix), _in_project(out_dir), _in_project(registry)
+    check_held_out(load_mix(mix_path), benchmark, eval_fold, n_folds)
+    shard_dir = out / "shards" / hash_inputs_task(str(mix_path))[:16]
+    rebuilt = not (shard_dir / "manifest.json").is_file()
+    if rebuilt:
+        build_dataset_flow(str(mix_path), str(shard_dir), workers=build_workers)
+    print(f"shards: {shard_dir} ({'built' if rebuilt else 'inputs unchanged, reused'})")
+
+    run_dir = out / "runs" / flow_run.get_name()
+    promoted = read_registry(registry_path)["promoted"]
+    init_from = promoted["checkpoint"] if warm_start and promoted else None
+    trained = train_flow(
+        str(_in_project(train)), str(shard_dir), str(run_dir / "train"), progress=False,
+        overrides=train_overrides, **({"init_from": init_from} if init_from else {}),
+    )  # fmt: skip
+    evaluated = evaluate_flow(
+        trained["model_path"], None, benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,
+        label=f"candidate {run_dir.name}",
+    )  # fmt: skip
+
+    candidate = Candidate(
+        checkpoint=trained["model_path"],
+        metrics=evaluated["report"]["bins"],
+        manifest_hash=read_dataset_info(shard_dir).manifest_hash,
+        code_version=code_version(),
+        benchmark=benchmark_name(benchmark, eval_fold, n_folds),
+        run_id=str(flow_run.get_id() or ""),
+    )
+    decision = promote_task(str(registry_path), candidate)
+    publish(decision, shard_dir, registry_path, rebuilt)
+    print(f"{'promoted' if decision.promoted else 'rejected'}: {decision.reason}")
+    return {
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "candidate": asdict(candidate),
+        "shard_dir": str(shard_dir),
+        "rebuilt": rebuilt,
+    }
