@@ -3,6 +3,7 @@ decoders' tolerance, deterministic order, exact resume, and ranks that split an 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,25 +26,32 @@ MAX_ABS_TOL = 20.0
 
 
 @pytest.fixture(scope="session")
-def shard_dir() -> Path:
-    return Path("/tmp/proto")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The builder's test mix (126 samples: 82 train, 44 val, 16 a shard), built once (a few seconds)."""
+    from pipelines.build import build_shards
+    from r3fa.paths import PROJECT_ROOT
 
-
-@pytest.fixture(scope="session")
-def rows(shard_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Parquet rows of the train split by key, read with pyarrow (not the builder's reader)."""
-    table = pads.dataset(sorted(shard_dir.glob("*.parquet")), format="parquet").to_table(
-        columns=["key", "split", "params", "landmarks"]
-    )
-    out = {}
-    for key, split, params, lms in zip(*(table.column(c).to_pylist() for c in ("key", "split", "params", "landmarks"))):
-        if split == "train":
-            out[key] = {"params": np.asarray(params, np.float32), "landmarks": np.asarray(lms, np.float32)}
+    out = tmp_path_factory.mktemp("shards")
+    build_shards(PROJECT_ROOT / "configs" / "mix" / "test.yaml", out, workers=0)
     return out
 
 
-def _epoch(shard_dir: Path, kind: str, **kwargs) -> list[dict]:
-    return list(create_loader(shard_dir, "train", kwargs.pop("batch_size", 8), kind=kind, **kwargs))
+@pytest.fixture(scope="session")
+def rows(shard_dir: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Parquet rows by split and key, read with pyarrow (not the builder's reader)."""
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    files = [shard_dir / entry["parquet"] for entry in manifest["shards"]]
+    table = pads.dataset(files, format="parquet").to_table(
+        columns=["key", "split", "params", "landmarks"]
+    )
+    out: dict[str, dict] = {"train": {}, "val": {}}
+    for key, split, params, lms in zip(*(table.column(c).to_pylist() for c in ("key", "split", "params", "landmarks"))):
+        out[split][key] = {"params": np.asarray(params, np.float32), "landmarks": np.asarray(lms, np.float32)}
+    return out
+
+
+def _epoch(shard_dir: Path, kind: str, split: str = "train", **kwargs) -> list[dict]:
+    return list(create_loader(shard_dir, split, kwargs.pop("batch_size", 8), kind=kind, **kwargs))
 
 
 def _by_key(batches: list[dict]) -> dict[str, dict[str, np.ndarray]]:
@@ -56,21 +64,27 @@ def _by_key(batches: list[dict]) -> dict[str, dict[str, np.ndarray]]:
 
 
 @pytest.fixture(scope="session")
-def full_epochs(shard_dir: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    return {kind: _by_key(_epoch(shard_dir, kind, drop_last=False)) for kind in KINDS}
+def full_epochs(shard_dir: Path) -> dict[tuple[str, str], dict[str, dict[str, np.ndarray]]]:
+    """Every sample of each split through each loader, by (kind, split) and key."""
+    return {
+        (kind, split): _by_key(_epoch(shard_dir, kind, split, drop_last=False))
+        for kind in KINDS
+        for split in ("train", "val")
+    }
 
 
 def test_both_loaders_yield_every_sample_once_with_stored_labels(full_epochs, rows) -> None:
-    for kind, samples in full_epochs.items():
-        assert set(samples) == set(rows), kind
+    for (kind, split), samples in full_epochs.items():
+        assert set(samples) == set(rows[split]), (kind, split)
         for key, sample in samples.items():
             # bit-identical: compare the bytes, not the values
-            assert sample["params"].tobytes() == rows[key]["params"].tobytes(), (kind, key)
-            assert sample["landmarks"].tobytes() == rows[key]["landmarks"].tobytes(), (kind, key)
+            assert sample["params"].tobytes() == rows[split][key]["params"].tobytes(), (kind, key)
+            assert sample["landmarks"].tobytes() == rows[split][key]["landmarks"].tobytes(), (kind, key)
 
 
-def test_images_agree_within_jpeg_decoder_tolerance(full_epochs) -> None:
-    dali, fallback = full_epochs["dali"], full_epochs["torch"]
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_images_agree_within_jpeg_decoder_tolerance(full_epochs, split: str) -> None:
+    dali, fallback = full_epochs["dali", split], full_epochs["torch", split]
     for key in dali:
         a, b = dali[key]["image"], fallback[key]["image"]
         assert a.shape == b.shape == (3, 120, 120) and a.dtype == b.dtype == np.float32
@@ -143,8 +157,8 @@ def test_two_ranks_cover_every_sample_exactly_once(shard_dir: Path, rows, kind: 
         (len0, keys0), (len1, keys1), (dlen0, dkeys0), (dlen1, dkeys1) = list(pool.map(_rank_epoch, jobs))
     assert len0 == len1 == len(keys0) == len(keys1)
     seen = [k for batch in keys0 + keys1 for k in batch]
-    assert sorted(seen) == sorted(rows)
-    assert dlen0 == dlen1 == len(dkeys0) == len(dkeys1) == (len(rows) // 2) // 8
+    assert sorted(seen) == sorted(rows["train"])
+    assert dlen0 == dlen1 == len(dkeys0) == len(dkeys1) == (len(rows["train"]) // 2) // 8
     assert all(len(b) == 8 for b in dkeys0 + dkeys1)
     assert not set(sum(dkeys0, [])) & set(sum(dkeys1, []))
 
@@ -164,6 +178,6 @@ def test_keys_come_from_member_names_and_source_info() -> None:
 
 def test_shard_list_comes_from_the_manifest(shard_dir: Path, rows) -> None:
     shards = read_shards(shard_dir, "train")
-    assert sum(s.count for s in shards) == len(rows)
+    assert sum(s.count for s in shards) == len(rows["train"])
     assert all(s.tar.exists() and s.index.exists() for s in shards)
     assert read_shards(shard_dir, "no-such-split") == []

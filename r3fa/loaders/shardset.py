@@ -109,11 +109,11 @@ def read_shards(shard_dir: Path, split: str) -> list[Shard]:
     for entry in manifest["shards"]:
         if entry["split"] != split or entry["count"] == 0:
             continue
-        tar = shard_dir / entry["file"]
-        for needed in (tar, tar.with_suffix(".idx"), tar.with_suffix(".done")):
+        tar, index = shard_dir / entry["file"], shard_dir / entry["idx"]
+        for needed in (tar, index, tar.with_suffix(".done")):
             if not needed.exists():
                 raise FileNotFoundError(f"{needed}: listed in {shard_dir / 'manifest.json'} but missing")
-        shards.append(Shard(tar=tar, index=tar.with_suffix(".idx"), count=int(entry["count"])))
+        shards.append(Shard(tar=tar, index=index, count=int(entry["count"])))
     return shards
 
 
