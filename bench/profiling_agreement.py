@@ -22,6 +22,7 @@ import numpy as np
 
 from pipelines.synthesis_stage import SynthesisConfig, synthesize_sample
 from r3fa.crop import CROP_SIZE
+from r3fa.evaluation import LandmarkPredictor
 from r3fa.io import BadInputError
 from r3fa.labels import landmarks_in_crop
 from r3fa.metrics import BIN_NAMES, box_normaliser, nme, summarise
@@ -49,7 +50,7 @@ def build_sets(every: int, yaw_steps: list[float]) -> tuple[list[SampleRecord], 
     return real, synthetic, rejected
 
 
-def agreement(predictor, records: list[SampleRecord], batch_size: int = 128) -> dict:
+def agreement(predictor: LandmarkPredictor, records: list[SampleRecord], batch_size: int = 128) -> dict:
     """Per-bin NME (percent) of the predictor's crop-frame landmarks against the records' label landmarks."""
     predictions = []
     for start in range(0, len(records), batch_size):

@@ -7,6 +7,7 @@ Modules, in the order a sample goes through them:
   `rotate`     the pose change (yaw/pitch increment about the mesh centroid)
   `raster`     a vectorised triangle rasteriser with a z-buffer
   `synthesize` the whole method: one source image + label -> one rotated 120x120 sample
+  `preview`    a contact sheet of a source and its views, for looking at (`r3fa synth preview`)
 """
 
 from r3fa.profiling.synthesize import ProfiledFace, profile_face

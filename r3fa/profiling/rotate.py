@@ -33,7 +33,9 @@ def applied_yaw_increment(yaw_deg: float, increment_deg: float) -> float:
     return float(direction * magnitude) if magnitude > 0 else 0.0
 
 
-def profile_rotation(image_affine: np.ndarray, yaw_increment_deg: float, pitch_increment_deg: float = 0.0):
+def profile_rotation(
+    image_affine: np.ndarray, yaw_increment_deg: float, pitch_increment_deg: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The new image-frame linear part and the rotation that takes the old one to it.
 
     Args:

@@ -50,7 +50,9 @@ class ProfiledFace:
     holes: np.ndarray  # (size, size) bool: face pixels without source texture (and uncovered pixels)
 
 
-def _source_face(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: np.ndarray, size: int):
+def _source_face(
+    xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, roi: np.ndarray, size: int
+) -> tuple[Raster, np.ndarray]:
     """The face z-buffer of the source in the crop frame of `roi`, and `(T,)` bool: which face triangles
     the source image shows with texture.
 
