@@ -1,5 +1,107 @@
-"""`r3fa shards`: (being built)."""
+"""`r3fa shards`: build a shard set from a mix config, verify one on disk, inspect its contents.
+
+Thin wrappers: the work lives in `pipelines.build`, `pipelines.verify` and `pipelines.inspect`; this module
+only parses options, shows progress and prints tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
-app = typer.Typer(help="(being built)", no_args_is_help=True)
+app = typer.Typer(help="Build, verify and inspect WebDataset shard sets.", no_args_is_help=True)
+console = Console()
+
+
+class _RateColumn(ProgressColumn):
+    """Samples per second over rich's recent window."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} samples/s" if task.speed else "- samples/s", style="cyan")
+
+
+def _counts_table(title: str, counts: dict[tuple, int], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in [*columns, "samples"]:
+        table.add_column(column, justify="right" if column == "samples" else "left")
+    for row, n in sorted(counts.items()):
+        table.add_row(*map(str, row), str(n))
+    return table
+
+
+@app.command()
+def build(
+    config: Path = typer.Argument(..., help="mix config YAML (configs/mix/*.yaml)"),
+    out: Path = typer.Option(..., "--out", help="shard-set folder (created; an existing build is resumed)"),
+    workers: int = typer.Option(1, "--workers", min=0, help="Dask worker processes (0: no Dask, in-process)"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+) -> None:
+    """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejected.parquet and manifest.json."""
+    from pipelines.build import build_shards
+
+    columns = [TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("build", total=None)
+        summary = build_shards(
+            config, out, workers=workers, scheduler=scheduler,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )  # fmt: skip
+    counts = summary.counts
+    table = Table(title=f"{out} ({summary.shards} shards, {summary.built} built in {summary.seconds:.1f} s)")
+    for column in ("", *counts["by_yaw_bin"], "total"):
+        table.add_column(column, justify="right")
+    for split in ("train", "val"):
+        bins = [counts["by_split_yaw_bin"][f"{split}/{b}"] for b in counts["by_yaw_bin"]]
+        table.add_row(split, *map(str, bins), str(counts["by_split"][split]))
+    table.add_row("all", *map(str, counts["by_yaw_bin"].values()), str(counts["samples"]))
+    console.print(table)
+    sources = ", ".join(f"{k} {v}" for k, v in counts["by_source"].items())
+    console.print(f"sources: {sources}; synthetic {counts['synthetic']}; planned {summary.planned}; "
+                  f"rejected {summary.rejected} (rejected.parquet)")  # fmt: skip
+
+
+@app.command()
+def verify(out: Path = typer.Argument(..., help="shard-set folder")) -> None:
+    """Re-hash every tar and cross-check tar, DALI index, Parquet and manifest; exit 1 on any mismatch."""
+    from pipelines.verify import verify_shard_set
+
+    problems = verify_shard_set(out)
+    if problems:
+        console.print(f"[red]{len(problems)} mismatch(es) in {out}:")
+        for problem in problems:
+            console.print(f"  - {problem}", markup=False)
+        raise typer.Exit(1)
+    console.print(f"[green]{out}: OK")
+
+
+@app.command()
+def inspect(
+    out: Path = typer.Argument(..., help="shard-set folder"),
+    sheet: Path | None = typer.Option(None, "--sheet", help="write a contact sheet of random samples (PNG)"),
+    n: int = typer.Option(48, "--n", min=1, help="samples on the contact sheet"),
+    seed: int = typer.Option(0, "--seed", help="which samples"),
+) -> None:
+    """Counts per split, source and |yaw| bin; optionally a contact sheet with the stored landmarks drawn."""
+    from pipelines.inspect import count_samples, read_samples
+
+    counts = count_samples(out)
+    console.print(_counts_table(f"{out}: samples", dict(counts), ["split", "source", "|yaw|", "synthetic"]))
+    if sheet is None:
+        return
+    import cv2
+
+    from r3fa.draw import contact_sheet, draw_landmarks
+
+    samples = read_samples(out, n, seed)
+    images = [draw_landmarks(image, landmarks, radius=2, scale=3.0) for _, image, landmarks in samples]
+    captions = [key.removeprefix("aflw2000_3d_")[-24:] for key, _, _ in samples]
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(sheet), contact_sheet(images, ncols=8, captions=captions)):
+        raise typer.BadParameter(f"cannot write {sheet}")
+    console.print(f"contact sheet of {len(samples)} samples (stored lms.f32 drawn): {sheet}")
