@@ -1,0 +1,63 @@
+"""Bad inputs in a source folder (an unreadable image, a truncated .mat, NaN parameters, a label far from its
+landmarks) are set aside in rejected.parquet with path, reason and stage; the build goes on and counts them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scipy.io import loadmat, savemat
+
+from pipelines.build import build_shards
+from pipelines.mix import MixConfig
+from pipelines.verify import verify_shard_set
+
+
+@pytest.fixture()
+def bad_source(aflw2000_dir: Path, tmp_path: Path) -> Path:
+    """Eight real AFLW2000-3D samples, four of them damaged (one way each)."""
+    folder = tmp_path / "source"
+    folder.mkdir()
+    stems = sorted(p.stem for p in aflw2000_dir.glob("image*.jpg"))[:8]
+    for stem in stems:
+        for suffix in (".jpg", ".mat"):
+            shutil.copy(aflw2000_dir / f"{stem}{suffix}", folder / f"{stem}{suffix}")
+    (folder / f"{stems[0]}.jpg").write_bytes(b"not a jpeg at all")
+    mat = folder / f"{stems[1]}.mat"
+    mat.write_bytes(mat.read_bytes()[:300])
+    for stem, change in ((stems[2], "nan"), (stems[3], "shape")):
+        path = folder / f"{stem}.mat"
+        data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+        if change == "nan":
+            data["Pose_Para"] = np.full_like(data["Pose_Para"], np.nan)
+        else:
+            data["Shape_Para"] = data["Shape_Para"] * 40.0  # label far from the annotated landmarks
+        savemat(path, data)
+    return folder
+
+
+def test_bad_inputs_are_rejected_and_the_build_goes_on(bad_source: Path, tmp_path: Path) -> None:
+    config = MixConfig(
+        name="bad",
+        sources=[{"kind": "aflw2000_3d", "root": str(bad_source)}],
+        augmentation={"copies_per_image": 1},
+        samples_per_shard=3,
+        val_fraction=0.0,
+    )
+    out = tmp_path / "out"
+    summary = build_shards(config, out, workers=0)
+    assert summary.planned == 8 and summary.samples == 4 and summary.rejected == 4
+
+    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    by_file = {Path(r["path"]).name: (r["reason"], r["stage"]) for r in rejected}
+    stems = sorted(p.stem for p in bad_source.glob("*.jpg"))
+    assert by_file[f"{stems[0]}.jpg"] == ("unreadable image", "ingest")
+    assert by_file[f"{stems[1]}.mat"][0].startswith("truncated or corrupt .mat")
+    assert by_file[f"{stems[2]}.mat"] == ("non-finite values in Pose_Para", "ingest")
+    reason, stage = by_file[f"{stems[3]}.mat"]
+    assert stage == "label" and reason.startswith("label NME")
+    assert all(r["key"] and r["shard"].startswith("bad-train-") for r in rejected)
+    assert verify_shard_set(out) == []
