@@ -128,23 +128,10 @@ def test_auto_picks_the_fallback_without_dali(shard_dir: Path, monkeypatch: pyte
 
 
 def _rank_epoch(args: tuple[str, str, int, int, bool]) -> tuple[int, list[list[str]]]:
-    """One rank's epoch in its own process: (len(loader), keys per batch).
-
-    The fallback runs without DataLoader workers here: forking them from a spawned pool process costs seconds,
-    and worker independence has its own test.
-    """
+    """One rank's epoch in its own (spawned) process: (len(loader), keys per batch)."""
     shard_dir, kind, rank, world_size, drop_last = args
     loader = create_loader(
-        Path(shard_dir),
-        "train",
-        8,
-        kind=kind,
-        seed=5,
-        epoch=1,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-        num_threads=0 if kind == "torch" else 2,
+        Path(shard_dir), "train", 8, kind=kind, seed=5, epoch=1, rank=rank, world_size=world_size, drop_last=drop_last
     )
     return len(loader), [b["keys"] for b in loader]
 

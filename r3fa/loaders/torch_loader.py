@@ -13,6 +13,7 @@ Skipped batches (before `start_step`) and other workers' batches are never decod
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,10 @@ from r3fa.loaders.shardset import (
 )
 
 Sample = dict[str, Any]
+# Workers are forked, whatever the process's default: a rank started by `torch.multiprocessing.spawn` inherits
+# "spawn", and spawned workers re-import torch (seconds per epoch, since a loader lives for one epoch). The
+# workers only decode JPEGs into CPU tensors and never touch CUDA, which is what makes forking safe.
+_WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def _rank_samples(plan: EpochPlan) -> Iterator[Sample]:
@@ -153,6 +158,7 @@ class TorchLoader:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None,
+            multiprocessing_context=_WORKER_START if workers else None,
         )
         for batch in loader:
             if self.device.type != "cpu":
