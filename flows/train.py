@@ -31,14 +31,18 @@ def _rounded(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(name="fit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60])
-def fit_task(cfg: TrainConfig, shard_dir: str, out_dir: str, resume: bool, progress: bool) -> FitResult:
+def fit_task(
+    cfg: TrainConfig, shard_dir: str, out_dir: str, resume: bool, progress: bool, init_from: str | None
+) -> FitResult:
     """One call of the engine; a retry resumes from the run's last checkpoint."""
     progress_id = create_progress_artifact(progress=0.0, key="train-progress", description=f"training {out_dir}")
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         update_progress_artifact(progress_id, progress=100.0 * (record["epoch"] + 1) / cfg.epochs)
 
-    return fit(cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    return fit(
+        cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from
+    )
 
 
 @flow(name="train", log_prints=True)
@@ -49,6 +53,7 @@ def train_flow(
     resume: bool = True,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """Train the model of `config` on the shard set `shard_dir` into `out_dir`.
 
@@ -59,12 +64,13 @@ def train_flow(
         resume: continue from `out_dir/checkpoints/last.pth` when present.
         progress: show the engine's progress bar in the logs/terminal.
         overrides: top-level config fields to replace (e.g. {"epochs": 2}).
+        init_from: a checkpoint whose weights start a fresh run (warm start, e.g. the promoted model).
 
     Returns:
         {"model_path", "metrics_path", "out_dir", "final": last epoch's metrics, "resumed_from"}.
     """
     cfg = load_config(config, TrainConfig, **(overrides or {}))
-    result = fit_task(cfg, shard_dir, out_dir, resume, progress)
+    result = fit_task(cfg, shard_dir, out_dir, resume, progress, init_from)
     history = [_rounded(r) for r in result.history]
     create_table_artifact(
         key="train-metrics", table=history, description=f"per-epoch training metrics of {result.out_dir}"

@@ -44,7 +44,7 @@ class LoaderSpec(_Strict):
     """Arguments passed through to `r3fa.loaders.create_loader`."""
 
     kind: Literal["auto", "dali", "torch"] = "auto"
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(2, ge=0)  # DALI threads, or DataLoader workers (0: decode in this process)
     augment: bool = False
 
 

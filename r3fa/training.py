@@ -92,16 +92,21 @@ class DatasetInfo:
     """What training needs from a shard set's `manifest.json`."""
 
     whitening: Whitening
-    manifest_hash: str  # sha256 of manifest.json as written
+    manifest_hash: str  # see `read_dataset_info`
     convention: CropConvention = DATASET_CONVENTION
 
 
 def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
-    """Whitening statistics and manifest hash of a shard set."""
-    path = Path(shard_dir) / "manifest.json"
-    raw = path.read_bytes()
-    manifest = json.loads(raw)
-    return DatasetInfo(Whitening.from_dict(manifest["whitening"]), hashlib.sha256(raw).hexdigest())
+    """Whitening statistics and manifest hash of a shard set.
+
+    The hash is the sha256 of the manifest's canonical JSON without its `code_version`: the manifest names
+    every shard with its sha256, the inputs and the config, so the hash identifies the data, and a rebuild by
+    a newer commit that skipped every complete shard keeps it (a run on those shards can still resume).
+    """
+    manifest = json.loads((Path(shard_dir) / "manifest.json").read_text())
+    identity = {k: v for k, v in manifest.items() if k != "code_version"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return DatasetInfo(Whitening.from_dict(manifest["whitening"]), digest)
 
 
 # ----------------------------------------------------------------------------- factories
@@ -324,6 +329,12 @@ class _Run:
             }
         return payload
 
+    def warm_start(self, payload: dict[str, Any]) -> None:
+        """Start from another run's weights (same architecture; the whitening is this dataset's)."""
+        if payload["model"] != {"name": self.cfg.model.name, "kwargs": self.cfg.model.kwargs}:
+            raise ValueError(f"cannot warm-start {self.cfg.model.name} from a {payload['model']} checkpoint")
+        self.model.load_state_dict(payload["state_dict"])
+
     def restore(self, payload: dict[str, Any]) -> None:
         found = payload["meta"].get("manifest_hash")
         if found != self.info.manifest_hash:
@@ -386,6 +397,7 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    init_from: str | Path | None = None,
 ) -> FitResult:
     """Train `cfg` on the shard set in `shard_dir`, writing checkpoints and logs to `out_dir`.
 
@@ -398,6 +410,8 @@ def fit(
         resume: continue from `out_dir/checkpoints/last.pth` if it exists (else start fresh).
         progress: show a rich progress bar (rank 0).
         on_epoch_end: called on rank 0 with each finished epoch's metrics record.
+        init_from: a checkpoint of the same architecture whose weights start a fresh run (warm start);
+            ignored when the run resumes.
 
     Returns:
         The paths of the final model and the metrics log, and the per-epoch history.
@@ -424,6 +438,8 @@ def fit(
     if resume and last_path.exists():
         run.restore(load_checkpoint(last_path))
         resumed_from = {"epoch": run.state.epoch, "step": run.state.step}
+    elif init_from is not None:
+        run.warm_start(load_checkpoint(init_from))
     if ctx.is_main:
         write_resolved(cfg, out_dir)
 
