@@ -7,11 +7,12 @@ The dataset builder works in two steps so that augmentation never re-warps a cro
    `r3fa.folds`), `iter_landmark_images` (any folder of images with 68-point `.pts`/`.ljson` files; these
    have no 3DMM label and serve prediction and previews only, see `load_image_landmarks`).
 2. `load_source_sample` reads an item into a `BaseSample`: the full image, the 3DDFA landmark roi, the
-   image-frame affine of the annotation's pose, 40 shape + 10 expression coefficients and 68 image-frame
-   landmarks. `make_record` turns a base sample into a `SampleRecord` through a `CropTransform`, one 2x3
-   affine from the original image to the crop (the roi crop, or an augmentation's composed geometry, see
-   `r3fa.augment`): the image is warped once and the label re-expressed in the crop frame
-   (`DATASET_CONVENTION`), mirrored labels included (`r3fa.landmark_symmetry`).
+   image-frame affine of the annotation's pose, 40 shape + 10 expression coefficients, 68 image-frame
+   landmarks and the label NME. It is the one place where an (image, annotation[, landmark file]) becomes a
+   label; the folder audit (`r3fa.audit`) calls it too. `make_record` turns a base sample into a
+   `SampleRecord` through a `CropTransform`, one 2x3 affine from the original image to the crop (the roi
+   crop, or an augmentation's composed geometry, see `r3fa.augment`): the image is warped once and the label
+   re-expressed in the crop frame (`DATASET_CONVENTION`), mirrored labels included (`r3fa.landmark_symmetry`).
 
 No reader for the official 120x120 benchmark crops lives here: the dataset builder does not need one, and
 `r3fa.benchmarks` loads them for evaluation.
@@ -40,6 +41,7 @@ from r3fa.records import DATASET_CONVENTION, SampleRecord
 W300LP_SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 LANDMARK_SUFFIXES = (".pts", ".ljson")
+LANDMARKS_DIR = "landmarks"  # 300W-LP's folder of `<subset>/<name>_pts.mat` side files (not annotations)
 _UNIT_CROP = np.array([0.0, 0.0, CROP_SIZE, CROP_SIZE])  # the roi under which crop pixels are the frame itself
 
 
@@ -53,7 +55,8 @@ class SourceItem:
         subject_id: identity grouping for splits (a 300W-LP face, its profile views and their flips share one).
         image_path: the original image.
         annotation_path: the 300W-LP-format `.mat` with the 3DMM label; "" when there is none.
-        landmark_path: an optional 68-point landmark file (`.pts`, `.ljson`, 300W-LP `_pts.mat`).
+        landmark_path: an optional 68-point landmark file (`.pts`, `.ljson`, 300W-LP `_pts.mat`), read with
+            `r3fa.io.read_landmarks_file`.
     """
 
     key: str
@@ -81,7 +84,8 @@ class BaseSample:
         exp: (10,) expression coefficients.
         landmarks: (2, 68) the annotation's image-frame landmarks.
         label_nme: NME (percent) of the label's landmarks against `landmarks`.
-        pose_deg: (3,) pitch, yaw, roll in degrees.
+        pose_deg: (3,) pitch, yaw, roll in degrees, of the crop-frame label.
+        annotation_yaw_deg: the annotation's own `Pose_Para` yaw in degrees (signed), as stored.
     """
 
     image: np.ndarray
@@ -92,6 +96,7 @@ class BaseSample:
     landmarks: np.ndarray
     label_nme: float
     pose_deg: np.ndarray
+    annotation_yaw_deg: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,13 +148,25 @@ def _strip_profile_index(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
+def side_landmarks_path(annotation_path: str | Path) -> Path:
+    """Where 300W-LP keeps the 68 landmarks of `<root>/<folder>/<name>.mat`.
+
+    Returns:
+        `<root>/landmarks/<folder>/<name>_pts.mat` (it may not exist: 300W-LP ships them for the un-flipped
+        subsets only, so an image in a `*_Flip` folder has none).
+    """
+    annotation_path = Path(annotation_path)
+    folder = annotation_path.parent
+    return folder.parent / LANDMARKS_DIR / folder.name / f"{annotation_path.stem}_pts.mat"
+
+
 def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
     """The 300W-LP tree `{AFW,HELEN,IBUG,LFPW}[_Flip]/<subset>_<name>_<k>.{jpg,mat}`, sorted by path.
 
-    A landmark file `landmarks/<subset>/<file stem>_pts.mat` is attached when it exists (300W-LP ships them
-    for the un-flipped subsets only). Subject ids strip the subset prefix and the profile index `_<k>` and
-    ignore `_Flip`, so a face, its profile views and their mirror images form one subject
-    ("IBUG/image_008_1"). Images without a `.mat` are skipped.
+    The side landmark file (`side_landmarks_path`: `landmarks/<subset>/<file stem>_pts.mat`) is attached
+    when it exists; a flipped image never gets the un-flipped image's file. Subject ids strip the subset
+    prefix and the profile index `_<k>` and ignore `_Flip`, so a face, its profile views and their mirror
+    images form one subject ("IBUG/image_008_1"). Images without a `.mat` are skipped.
     """
     root = Path(root)
     for subset in W300LP_SUBSETS:
@@ -159,7 +176,7 @@ def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
                 if not mat.is_file():
                     continue
                 name = image.stem.removeprefix(f"{subset}_")
-                landmarks = root / "landmarks" / subset / f"{image.stem}_pts.mat"
+                landmarks = side_landmarks_path(mat)
                 yield SourceItem(
                     key=_key("300wlp", folder, name),
                     source=f"300wlp/{folder}",
@@ -214,51 +231,46 @@ def iter_landmark_images(folder: str | Path, source: str | None = None) -> Itera
 
 
 # ----------------------------------------------------------------------------- loading
-def _read_item_landmarks(path: str | Path) -> np.ndarray:
-    """68 image-frame landmarks `(2, 68)` of a landmark file: 300W-LP's `_pts.mat` (`pts_3d`, else `pts_2d`,
-    stored (68, 2)), any other format through `r3fa.io.read_landmarks_file`."""
-    path = Path(path)
-    if not path.name.endswith("_pts.mat"):
-        return read_landmarks_file(path)
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(path)
-    except Exception as err:  # scipy raises several types for damaged files
-        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
-    name = next((n for n in ("pts_3d", "pts_2d") if n in mat), None)
-    if name is None:
-        raise BadInputError(path, "missing field pts_3d")
-    pts = np.asarray(mat[name], np.float64)
-    pts = pts.T if pts.shape == (68, 2) else pts
-    if pts.shape != (2, 68) or not np.isfinite(pts).all():
-        raise BadInputError(path, f"bad shape {name} {np.shape(mat[name])}")
-    return pts
-
-
 def _annotation_landmarks(item: SourceItem, pt3d_68: np.ndarray | None, pt2d: np.ndarray | None) -> np.ndarray:
-    """The annotation's 68 landmarks: `pt3d_68[:2]`, else a 68-point `pt2d`, else the item's landmark file."""
+    """The annotation's 68 image-frame landmarks `(2, 68)`: `pt3d_68[:2]`, else a 68-point `pt2d`, else the
+    item's landmark file (`r3fa.io.read_landmarks_file`; a 300W-LP side file gives `pts_3d`, else `pts_2d`).
+
+    Raises:
+        BadInputError: none of the three gives 68 points, or they span an empty box.
+    """
     if pt3d_68 is not None:
-        return pt3d_68[:2]
-    if pt2d is not None and pt2d.shape == (2, 68) and np.isfinite(pt2d).all():
-        return pt2d
-    if item.landmark_path:
-        return _read_item_landmarks(item.landmark_path)
-    raise BadInputError(item.annotation_path, "no 68-point landmarks (pt3d_68, pt2d or a landmark file)")
+        landmarks = pt3d_68[:2]
+    elif pt2d is not None and pt2d.shape == (2, 68):
+        landmarks = pt2d
+    elif item.landmark_path:
+        landmarks = read_landmarks_file(item.landmark_path)
+    else:
+        raise BadInputError(item.annotation_path, "no 68 landmarks (pt3d_68, a 68-point pt2d or a landmark file)")
+    if np.ptp(landmarks[0]) <= 0 or np.ptp(landmarks[1]) <= 0:
+        raise BadInputError(item.annotation_path, "degenerate landmarks (empty box)")
+    return np.asarray(landmarks, np.float64)
 
 
-def label_landmarks(image_affine: np.ndarray, shape: np.ndarray, exp: np.ndarray) -> np.ndarray:
-    """The 68 landmarks `(2, 68)` of a label, in the frame of its affine."""
-    return posed_vertices(_bfm68(), compose(image_affine, shape, exp))[:2]
+def label_landmarks(
+    image_affine: np.ndarray, shape: np.ndarray, exp: np.ndarray, model: MorphableModel | None = None
+) -> np.ndarray:
+    """The 68 landmarks `(2, 68)` of a label, in the frame of its affine (`model`: default bfm68)."""
+    return posed_vertices(model or _bfm68(), compose(image_affine, shape, exp))[:2]
 
 
-def load_source_sample(item: SourceItem, *, refit: bool = False) -> BaseSample:
-    """Read one labelled source item into its image frame.
+def load_source_sample(item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None) -> BaseSample:
+    """Read one labelled source item into its image frame: the one reader from (image, annotation[, landmark
+    file]) to label and label NME, for the dataset builder and the audit alike.
+
+    Landmarks, in order of preference: `pt3d_68[:2]` (AFLW2000-3D), a 68-point `pt2d` (300W-LP), the item's
+    landmark file (300W-LP's side file: `pts_3d`, else `pts_2d`). The roi is 3DDFA's roi of those landmarks,
+    the label the annotation's pose and first 40 + 10 coefficients.
 
     Args:
         item: a source item with an annotation (`item.has_label`).
         refit: refit the 50 coefficients (pose kept) to the annotation's landmarks
             (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
+        model: the 68-point model for the refit and the label NME; default `load_model("bfm68")`.
 
     Returns:
         The base sample; `label_nme` compares the (refitted) label's landmarks with the annotation's.
@@ -275,9 +287,10 @@ def load_source_sample(item: SourceItem, *, refit: bool = False) -> BaseSample:
     roi = roi_from_landmarks(landmarks)
     affine = image_frame_affine(annotation.pose_para, image.shape[0])
     shape, exp = annotation.shape_para[:SHAPE_DIM], annotation.exp_para[:EXP_DIM]
+    model = model or _bfm68()
     if refit:
-        shape, exp = _refit(affine, shape, exp, landmarks, roi)
-    label_nme = 100.0 * float(landmark_nme(label_landmarks(affine, shape, exp), landmarks))
+        shape, exp = _refit(affine, shape, exp, landmarks, roi, model)
+    label_nme = 100.0 * float(landmark_nme(label_landmarks(affine, shape, exp, model), landmarks))
     return BaseSample(
         image=image,
         roi=roi,
@@ -287,16 +300,22 @@ def load_source_sample(item: SourceItem, *, refit: bool = False) -> BaseSample:
         landmarks=landmarks,
         label_nme=label_nme,
         pose_deg=pose_degrees(crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION)),
+        annotation_yaw_deg=float(np.degrees(annotation.pose_para[1])),
     )
 
 
 def _refit(
-    affine: np.ndarray, shape: np.ndarray, exp: np.ndarray, landmarks: np.ndarray, roi: np.ndarray
+    affine: np.ndarray,
+    shape: np.ndarray,
+    exp: np.ndarray,
+    landmarks: np.ndarray,
+    roi: np.ndarray,
+    model: MorphableModel,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients refitted to the landmarks in the crop frame of `roi` (pose kept)."""
     params = crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION)
     target = CropTransform.from_roi(roi).apply(landmarks)
-    refitted = refit_coefficients(_bfm68(), params, target, DATASET_CONVENTION).astype(np.float64)
+    refitted = refit_coefficients(model, params, target, DATASET_CONVENTION).astype(np.float64)
     return refitted[12 : 12 + SHAPE_DIM], refitted[12 + SHAPE_DIM :]
 
 
@@ -305,7 +324,7 @@ def load_image_landmarks(item: SourceItem) -> tuple[np.ndarray, np.ndarray]:
     prediction and previews). Raises `BadInputError` for unreadable files."""
     image = read_image(item.image_path)
     if item.landmark_path:
-        return image, _read_item_landmarks(item.landmark_path)
+        return image, read_landmarks_file(item.landmark_path)
     annotation = read_annotation(item.annotation_path)
     return image, _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
 

@@ -15,8 +15,9 @@ from scipy.io import loadmat, savemat
 from typer.testing import CliRunner
 
 from cli.main import app
-from r3fa.audit import AuditReport, audit_folder, label_pair
+from r3fa.audit import AuditReport, audit_folder, source_item
 from r3fa.morphable import MorphableModel
+from r3fa.readers import load_source_sample
 
 GOOD = 20
 
@@ -67,7 +68,7 @@ def audit_tree(aflw2000_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     _, mat = _copy_pair(spare[11], bad, "text_pose")
     _rewrite_mat(mat, lambda f: f.__setitem__("Pose_Para", "not numbers"))
-    expected["bad/text_pose.mat"] = "unreadable annotation (ValueError"
+    expected["bad/text_pose.mat"] = "bad field type Pose_Para"
 
     _, mat = _copy_pair(spare[4], bad, "no_68_points")  # AFLW2000-3D's pt2d has 21 points
     _rewrite_mat(mat, lambda f: f.pop("pt3d_68"))
@@ -99,7 +100,7 @@ def audit_tree(aflw2000_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     _rewrite_mat(mat, lambda f: f.pop("pt3d_68"))
     side = root / "300W_LP" / "landmarks" / "IBUG" / "IBUG_image_1_0_pts.mat"
     side.parent.mkdir(parents=True)
-    savemat(side, {"pts_2d": points.T, "pts_3d": points.T})
+    savemat(side, {"pts_2d": points.T + [3.0, 0.0], "pts_3d": points.T})  # pts_2d differs: pts_3d is read
     return root, expected
 
 
@@ -130,8 +131,13 @@ def test_cli_reports_every_bad_file_with_its_reason(audit_tree, tmp_path: Path) 
 def test_side_landmark_file_is_used_and_not_an_annotation(audit_tree, bfm68: MorphableModel) -> None:
     root, _ = audit_tree
     subset = root / "300W_LP" / "IBUG"
-    labeled = label_pair(subset / "IBUG_image_1_0.jpg", subset / "IBUG_image_1_0.mat", bfm68)
-    assert labeled.landmarks.shape == (2, 68) and labeled.label_nme < 3.0
+    item = source_item(subset / "IBUG_image_1_0.jpg", subset / "IBUG_image_1_0.mat")
+    assert item.landmark_path == str(root / "300W_LP" / "landmarks" / "IBUG" / "IBUG_image_1_0_pts.mat")
+    sample = load_source_sample(item, model=bfm68)
+    side = loadmat(item.landmark_path)
+    np.testing.assert_array_equal(sample.landmarks, side["pts_3d"].T)  # pts_3d is preferred to pts_2d
+    assert not np.allclose(sample.landmarks, side["pts_2d"].T)
+    assert sample.landmarks.shape == (2, 68) and sample.label_nme < 3.0
     report = audit_folder(root / "300W_LP", model=bfm68)
     assert report.count == 1 and report.rejected == []
 

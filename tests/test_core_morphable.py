@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,17 +63,33 @@ def test_asset_round_trip(data_root: Path, tmp_path: Path, name: str) -> None:
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
 
 
+def _fail_half_way(file, **arrays):
+    """A `np.savez` that dies after writing part of the archive (`save` hands it an open file)."""
+    file.write(b"PK\x03\x04 half an archive")
+    file.flush()
+    raise OSError("disk full")
+
+
 def test_save_is_atomic(tmp_path: Path, bfm68: MorphableModel, monkeypatch: pytest.MonkeyPatch) -> None:
     path = bfm68.save(tmp_path / "bfm68.npz")
-
-    def fail_half_way(file, **arrays):
-        Path(file).write_bytes(b"PK\x03\x04 half an archive")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(morphable.np, "savez", fail_half_way)
+    monkeypatch.setattr(morphable.np, "savez", _fail_half_way)
     with pytest.raises(OSError, match="disk full"):
         bfm68.save(path)
     _assert_same_model(bfm68, MorphableModel.load(path))  # the old asset is intact
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MorphableModel.save does not remove its mkstemp temporary when writing fails (r3fa/morphable.py)",
+)
+def test_failed_save_leaves_no_temporary(
+    tmp_path: Path, bfm68: MorphableModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = bfm68.save(tmp_path / "bfm68.npz")
+    monkeypatch.setattr(morphable.np, "savez", _fail_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        bfm68.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 
 def test_load_refuses_a_foreign_npz(tmp_path: Path) -> None:
@@ -188,8 +205,9 @@ def test_cli_builds_and_describes_an_asset(data_root: Path, tmp_path: Path) -> N
 def test_load_model_builds_the_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bfm68) -> None:
     monkeypatch.setenv("R3FA_CACHE", str(tmp_path))
     first = load_model("bfm68")
-    cached = tmp_path / "assets" / "bfm68.npz"
-    assert cached.is_file()
+    cached_files = list((tmp_path / "assets").glob("bfm68-*.npz"))  # bfm68-<hash of the builder code>.npz
+    assert len(cached_files) == 1 and re.fullmatch(r"bfm68-[0-9a-f]+\.npz", cached_files[0].name)
+    cached = cached_files[0]
     _assert_same_model(bfm68, first)
     stamp = cached.stat().st_mtime_ns
     _assert_same_model(bfm68, load_model("bfm68"))

@@ -79,6 +79,21 @@ def test_300wlp_tree_keys_sources_subjects(w300lp_tree: Path):
     assert items["300wlp_AFW_1051618982_1_0"].landmark_path == ""
 
 
+def test_300wlp_flipped_images_get_no_side_landmark_file(tmp_path: Path):
+    """300W-LP ships `landmarks/<subset>/*_pts.mat` for the un-flipped images only; the file of an un-flipped
+    image must not be attached to its mirror image of the same name in `<subset>_Flip`."""
+    for folder in ("HELEN", "HELEN_Flip"):
+        (tmp_path / folder).mkdir()
+        for suffix in (".jpg", ".mat"):
+            (tmp_path / folder / f"{HELEN_STEM}{suffix}").write_bytes(b"")
+    side = tmp_path / "landmarks" / "HELEN" / f"{HELEN_STEM}_pts.mat"
+    side.parent.mkdir(parents=True)
+    side.write_bytes(b"")
+    items = {i.source: i for i in iter_300wlp(tmp_path)}
+    assert items["300wlp/HELEN"].landmark_path == str(side)
+    assert items["300wlp/HELEN_Flip"].landmark_path == ""
+
+
 def test_300wlp_sample_loads_with_its_68_point_pt2d(w300lp_tree: Path):
     item = next(i for i in iter_300wlp(w300lp_tree) if i.key == "300wlp_IBUG_image_008_1_0")
     base = load_source_sample(item)
