@@ -5,17 +5,18 @@ on AFLW2000-3D (or one fold of it) and (d) asks `r3fa.promotion` whether it repl
 registry records every candidate, promoted or rejected, with the reason.
 
 Why it looks the way it does:
-- **Shards are keyed by their inputs.** The shard set lives in `out_dir/shards/<inputs hash>`, the hash of
-  the resolved mix config and of the source files' names, sizes and modification times. Unchanged inputs
-  find a complete set (its `manifest.json` is written last) and skip the build; changed inputs get a new
-  folder, so a running training never sees its shards rewritten. An interrupted build is re-run into the same
-  folder (the builder resumes from its `.done` markers).
+- **Shards are keyed by their inputs.** The shard set lives in `out_dir/shards/<key>`, a short hash of the
+  resolved mix config and of the inputs hash the builder's manifest records (every input file's path, size
+  and mtime, `pipelines.manifest.inputs_hash`). A folder whose manifest records this config and these inputs
+  is reused; otherwise the shards are built, and an interrupted build re-run into the same folder resumes
+  from its `.done` markers. Changed inputs get a new folder, so a training that reads the old set is never
+  disturbed, and every candidate's checkpoint names the manifest it was trained on.
 - **Candidates are judged on the same images.** The registry compares candidates on the same benchmark
   name only, so a fold evaluation is recorded as `aflw2000-3d-fold1of20`: a demo run on a fold never
   displaces a model measured on the whole benchmark, and the other way round.
-- **Stages are the other flows** (`build_dataset`, `train`, `evaluate`) called as subflows, with their own
-  runs, retries and artifacts. The side effects of this flow (hashing the inputs, writing the registry) are
-  tasks with NO_CACHE and retries with exponential backoff; any exception propagates and fails the run.
+- **Training and evaluation are the other flows** (`train`, `evaluate`), called as subflows with their own
+  runs, retries and artifacts. The side effects of this flow (the shard build, the registry write) are tasks
+  with NO_CACHE and retries with exponential backoff; every exception propagates and fails the run.
 
 Artifacts: `retrain-decision` (markdown: the decision, its reason, where the files are) and `retrain-nme`
 (table: the candidate's and the previously promoted model's NME bins).
@@ -26,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
+from pipelines.build import build_shards
+from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
+from pipelines.plan import make_plan
 from r3fa.evaluation import code_version
 from r3fa.paths import PROJECT_ROOT
 from r3fa.promotion import Candidate, Decision, promote_if_better, read_registry
@@ -53,25 +55,27 @@ def _in_project(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
 
 
-def inputs_hash(mix: MixConfig) -> str:
-    """sha256 of what a shard build reads: the resolved mix config and every source file's name, size, mtime.
+def shard_set_key(mix: MixConfig) -> tuple[str, str]:
+    """The folder name of the shard set of `mix` and the inputs hash its manifest will record.
 
     Args:
         mix: the validated mix config.
 
     Returns:
-        The hex digest; it changes when the config or any file under a source's root changes.
+        (key, inputs sha256): the key is a short sha256 of the resolved config and the inputs hash
+        (`pipelines.manifest.inputs_hash`: every input file's path, size and mtime), so it changes with either.
     """
-    digest = hashlib.sha256(json.dumps(mix.model_dump(mode="json"), sort_keys=True).encode())
-    for source in mix.sources:
-        root = source.resolved_root()
-        for folder, dirs, files in sorted(os.walk(root)):
-            dirs.sort()
-            for name in sorted(files):
-                stat = os.stat(os.path.join(folder, name))
-                rel = os.path.relpath(os.path.join(folder, name), root)
-                digest.update(f"{source.kind}\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    inputs, _ = inputs_hash(make_plan(mix).items)
+    return hashlib.sha256(f"{mix.model_dump_json()}\n{inputs}".encode()).hexdigest()[:16], inputs
+
+
+def is_current(shard_dir: Path, mix: MixConfig, inputs: str) -> bool:
+    """Whether `shard_dir` holds a complete shard set (its manifest) of this config and these inputs."""
+    path = shard_dir / "manifest.json"
+    if not path.is_file():
+        return False
+    manifest = json.loads(path.read_text())
+    return manifest["inputs"]["sha256"] == inputs and manifest["config"] == mix.model_dump(mode="json")
 
 
 def benchmark_name(benchmark: str, fold: int | None, n_folds: int) -> str:
@@ -98,13 +102,13 @@ def check_held_out(mix: MixConfig, benchmark: str, fold: int | None, n_folds: in
             )
 
 
-@task(name="hash-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
-def hash_inputs_task(mix_path: str) -> str:
-    """`inputs_hash` of the mix config at `mix_path` (a task: it reads many files, and a read can fail)."""
-    return inputs_hash(load_mix(mix_path))
+@task(name="build-shards", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
+def build_shards_task(mix_path: str, shard_dir: str, workers: int) -> str:
+    """Build (or finish: a retry resumes from the `.done` markers) the shard set; returns its summary."""
+    return str(build_shards(mix_path, shard_dir, workers=workers))
 
 
-@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
+@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(5))
 def promote_task(registry: str, candidate: Candidate) -> Decision:
     """Record `candidate` in the registry, promoting it when its mean NME beats the promoted model's."""
     return promote_if_better(registry, candidate)
@@ -173,12 +177,15 @@ def retrain_and_eval_flow(
         {"promoted": bool, "reason", "candidate": the registry entry's fields, "shard_dir", "rebuilt": bool}.
     """
     mix_path, out, registry_path = _in_project(mix), _in_project(out_dir), _in_project(registry)
-    check_held_out(load_mix(mix_path), benchmark, eval_fold, n_folds)
-    shard_dir = out / "shards" / hash_inputs_task(str(mix_path))[:16]
-    rebuilt = not (shard_dir / "manifest.json").is_file()
+    mix_cfg = load_mix(mix_path)
+    check_held_out(mix_cfg, benchmark, eval_fold, n_folds)
+    key, inputs = shard_set_key(mix_cfg)
+    shard_dir = out / "shards" / key
+    rebuilt = not is_current(shard_dir, mix_cfg, inputs)
     if rebuilt:
-        build_dataset_flow(str(mix_path), str(shard_dir), workers=build_workers)
-    print(f"shards: {shard_dir} ({'built' if rebuilt else 'inputs unchanged, reused'})")
+        print(f"building shards in {shard_dir}: {build_shards_task(str(mix_path), str(shard_dir), build_workers)}")
+    else:
+        print(f"shards: {shard_dir} (inputs unchanged, reused)")
 
     run_dir = out / "runs" / flow_run.get_name()
     promoted = read_registry(registry_path)["promoted"]

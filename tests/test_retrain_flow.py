@@ -1,0 +1,184 @@
+"""The retrain-and-eval flow's logic with fast stand-in stages: promotion, rejection, rebuilds on input changes.
+
+The stages (shard build, training, evaluation) are replaced by functions that write the files the flow
+reads and return chosen NMEs, so these tests check the wiring in seconds; tests/test_deploy_integration.py
+runs the real stages through a deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from prefect.testing.utilities import prefect_test_harness
+
+import flows.retrain_and_eval as retrain
+from pipelines.mix import load_mix
+from r3fa.promotion import read_registry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def source(tmp_path: Path, aflw2000_dir: Path) -> Path:
+    """Six AFLW2000-3D images with their annotations, copied so that a test may touch them."""
+    root = tmp_path / "aflw"
+    root.mkdir()
+    for image in sorted(aflw2000_dir.glob("image*.jpg"))[:6]:
+        shutil.copy2(image, root)
+        shutil.copy2(image.with_suffix(".mat"), root)
+    return root
+
+
+def write_mix(path: Path, root: Path, seed: int = 0) -> Path:
+    source = {"kind": "aflw2000_3d", "root": str(root), "fold": 0, "n_folds": 2}
+    path.write_text(yaml.safe_dump({"name": "t", "sources": [source], "seed": seed}))
+    return path
+
+
+class Stages:
+    """Stand-ins for the stages: record their calls and return the NMEs queued in `means`."""
+
+    def __init__(self, means: list[float]) -> None:
+        self.means, self.builds, self.trains = list(means), [], []
+
+    def build_shards(self, mix_path: str, shard_dir: str, workers: int) -> str:
+        mix = load_mix(mix_path)
+        _, inputs = retrain.shard_set_key(mix)
+        Path(shard_dir).mkdir(parents=True, exist_ok=True)
+        manifest = {"inputs": {"sha256": inputs}, "config": mix.model_dump(mode="json")}
+        (Path(shard_dir) / "manifest.json").write_text(json.dumps(manifest))
+        self.builds.append(shard_dir)
+        return "fake shards"
+
+    def train_flow(self, config: str, shard_dir: str, out_dir: str, **kwargs) -> dict:
+        self.trains.append({"shard_dir": shard_dir, **kwargs})
+        model = Path(out_dir) / "model.pth"
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(b"weights")
+        return {"model_path": str(model)}
+
+    def evaluate_flow(self, checkpoint: str, model_name: None, benchmark: str, out_dir: str, **kwargs) -> dict:
+        mean = self.means.pop(0)
+        return {"report": {"bins": {"0-30": mean - 1, "30-60": mean, "60-90": mean + 1, "mean": mean, "std": 1.0}}}
+
+
+@pytest.fixture
+def stages(monkeypatch: pytest.MonkeyPatch):
+    def install(means: list[float]) -> Stages:
+        fake = Stages(means)
+        monkeypatch.setattr(retrain, "build_shards", fake.build_shards)
+        monkeypatch.setattr(retrain, "train_flow", fake.train_flow)
+        monkeypatch.setattr(retrain, "evaluate_flow", fake.evaluate_flow)
+        monkeypatch.setattr(retrain, "read_dataset_info", lambda shard_dir: type("Info", (), {"manifest_hash": "m"}))
+        return fake
+
+    return install
+
+
+def run(mix: Path, out: Path, **kwargs) -> dict:
+    return retrain.retrain_and_eval_flow(
+        mix=str(mix), train="configs/train/paper.yaml", out_dir=str(out), registry=str(out / "registry.json"), **kwargs
+    )
+
+
+def artifact(key: str, flow_run_id: str) -> str:
+    """The data of the artifact `key` that the flow run `flow_run_id` created."""
+    wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        (found,) = client.read_artifacts(artifact_filter=wanted)
+    return found.data
+
+
+def test_better_candidate_is_promoted_worse_is_rejected_and_unchanged_inputs_reuse_shards(
+    tmp_path: Path, source: Path, stages
+) -> None:
+    fake = stages([5.0, 6.5])
+    mix = write_mix(tmp_path / "mix.yaml", source)
+
+    first = run(mix, tmp_path / "out")
+    second = run(mix, tmp_path / "out")
+
+    assert first["promoted"] and first["rebuilt"]
+    assert not second["promoted"] and not second["rebuilt"]
+    assert second["reason"] == "mean NME 6.500 % does not beat the promoted 5.000 %"
+    assert len(fake.builds) == 1 and first["shard_dir"] == second["shard_dir"]
+    registry = read_registry(tmp_path / "out" / "registry.json")
+    assert registry["promoted"]["checkpoint"] == first["candidate"]["checkpoint"]
+    assert [(h["decision"], h["benchmark"]) for h in registry["history"]] == [
+        ("promoted", "aflw2000-3d-fold1of2"),
+        ("rejected", "aflw2000-3d-fold1of2"),
+    ]
+    assert registry["history"][1]["reason"] == second["reason"]
+    decision = artifact("retrain-decision", second["candidate"]["run_id"])
+    assert "Candidate REJECTED" in decision and second["reason"] in decision
+    table = artifact("retrain-nme", second["candidate"]["run_id"])
+    assert [row["mean (%)"] for row in json.loads(table)] == [6.5, 5.0]
+
+
+def test_changed_inputs_or_config_build_a_new_shard_set(tmp_path: Path, source: Path, stages) -> None:
+    fake = stages([5.0, 4.0, 3.0])
+    mix = write_mix(tmp_path / "mix.yaml", source)
+    first = run(mix, tmp_path / "out")
+
+    annotation = sorted(source.glob("*.mat"))[0]  # fold 0: the first image is in the plan
+    os.utime(annotation, ns=(annotation.stat().st_atime_ns, annotation.stat().st_mtime_ns + 10**9))
+    touched = run(mix, tmp_path / "out")
+    reseeded = run(write_mix(mix, source, seed=1), tmp_path / "out")
+
+    assert first["rebuilt"] and touched["rebuilt"] and reseeded["rebuilt"]
+    assert len({first["shard_dir"], touched["shard_dir"], reseeded["shard_dir"]}) == 3
+    assert fake.builds == [first["shard_dir"], touched["shard_dir"], reseeded["shard_dir"]]
+    assert [t["shard_dir"] for t in fake.trains] == fake.builds
+
+
+def test_warm_start_trains_from_the_promoted_checkpoint(tmp_path: Path, source: Path, stages) -> None:
+    fake = stages([5.0, 4.0])
+    mix = write_mix(tmp_path / "mix.yaml", source)
+
+    first = run(mix, tmp_path / "out", warm_start=True)  # nothing promoted yet: from scratch
+    run(mix, tmp_path / "out", warm_start=True)
+
+    assert "init_from" not in fake.trains[0]
+    assert fake.trains[1]["init_from"] == first["candidate"]["checkpoint"]
+
+
+def test_a_failed_stage_fails_the_run_and_records_nothing(
+    tmp_path: Path, source: Path, stages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages([5.0])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("training diverged")
+
+    monkeypatch.setattr(retrain, "train_flow", broken)
+    with pytest.raises(RuntimeError, match="training diverged"):
+        run(write_mix(tmp_path / "mix.yaml", source), tmp_path / "out")
+    assert not (tmp_path / "out" / "registry.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("train_fold", "train_folds", "eval_fold", "eval_folds", "overlap"),
+    [(0, 2, 1, 2, False), (0, 2, 0, 2, True), (0, 2, 2, 20, True), (0, 2, 3, 20, False), (0, 2, None, 2, True)],
+)
+def test_evaluation_images_must_be_held_out(
+    tmp_path: Path, source: Path, train_fold: int, train_folds: int, eval_fold: int | None, eval_folds: int, overlap: bool
+) -> None:
+    src = {"kind": "aflw2000_3d", "root": str(source), "fold": train_fold, "n_folds": train_folds}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"name": "t", "sources": [src]}))
+    mix = load_mix(tmp_path / "mix.yaml")
+    if overlap:
+        with pytest.raises(ValueError, match="overlaps"):
+            retrain.check_held_out(mix, "aflw2000-3d", eval_fold, eval_folds)
+    else:
+        retrain.check_held_out(mix, "aflw2000-3d", eval_fold, eval_folds)
