@@ -78,10 +78,6 @@ def test_save_is_atomic(tmp_path: Path, bfm68: MorphableModel, monkeypatch: pyte
     _assert_same_model(bfm68, MorphableModel.load(path))  # the old asset is intact
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MorphableModel.save does not remove its mkstemp temporary when writing fails (r3fa/morphable.py)",
-)
 def test_failed_save_leaves_no_temporary(
     tmp_path: Path, bfm68: MorphableModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
