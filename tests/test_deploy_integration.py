@@ -1,0 +1,119 @@
+"""The deployments end to end: a real Prefect server and process worker, `prefect deploy --all`, two runs.
+
+What a team does with prefect.yaml, on tiny configs (configs/deploy/): start the services with
+scripts/prefect_services.py (free port, PREFECT_HOME in a temporary folder), deploy every deployment from the
+project root, check the weekly schedule through the API, then run `retrain-and-eval` twice through the
+worker. The first candidate (a few training steps) is promoted; the second, whose weights stay at their
+random init (configs/deploy/frozen-train.yaml), must be rejected with the reason in the registry. Both runs
+use the same inputs, so the second reuses the first's shard set. The services are stopped by pid in a
+finalizer, also when a check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = [sys.executable, str(ROOT / "scripts" / "prefect_services.py")]
+RETRAIN = "retrain-and-eval/retrain-and-eval"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A server and a worker in the background; yields the environment of a client that talks to them."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    where = ["--home", str(home), "--port", str(free_port())]
+    env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2"}  # the worker polls every 2 s, not 10
+    request.addfinalizer(lambda: subprocess.run([*SERVICES, "stop", *where], env=env, timeout=120))
+    subprocess.run([*SERVICES, "start", *where], env=env, check=True, timeout=180)
+    client_env = dict(line.removeprefix("export ").split("=", 1) for line in _run([*SERVICES, "env", *where], env))
+    yield {**env, **client_env}
+    for log in ("worker.log", "server.log"):  # shown when a check failed
+        print(f"--- {log} (tail)\n" + "\n".join((home / log).read_text().splitlines()[-40:]))
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> list[str]:
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def deployed(services: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`prefect deploy --all` from the project root; yields the services' environment with the API URL set."""
+    _run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], services)
+    with temporary_settings({PREFECT_API_URL: services["PREFECT_API_URL"]}):
+        yield services
+
+
+def retrain(out: Path, train: str) -> FlowRun:
+    """Run `retrain-and-eval` through the worker on the tiny configs; returns the finished flow run."""
+    parameters = {
+        "mix": "configs/deploy/tiny-mix.yaml",
+        "train": train,
+        "out_dir": str(out),
+        "registry": str(out / "registry.json"),
+        "eval_fold": 1,
+        "n_folds": 20,
+        "build_workers": 0,
+    }
+    run = run_deployment(RETRAIN, parameters=parameters, timeout=300, poll_interval=2)
+    assert run.state is not None and run.state.is_completed(), f"flow run {run.name} ended {run.state}"
+    return run
+
+
+def artifacts(run: FlowRun) -> dict[str, str]:
+    """The artifacts that `run` itself created, by key."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    return {artifact.key: artifact.data for artifact in found}
+
+
+def test_deploy_schedule_and_two_retrain_runs(deployed: dict[str, str], tmp_path: Path) -> None:
+    with get_client(sync_client=True) as client:
+        names = {deployment.name for deployment in client.read_deployments()}
+        weekly = client.read_deployment_by_name(RETRAIN)
+    assert names == {"build-shards", "train", "evaluate", "retrain-and-eval"}
+    (schedule,) = weekly.schedules
+    assert schedule.active and schedule.schedule.cron == "0 3 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
+    assert weekly.work_pool_name == "r3fa-process"
+
+    first = retrain(tmp_path, "configs/deploy/tiny-train.yaml")
+    registry = json.loads((tmp_path / "registry.json").read_text())
+    promoted = registry["promoted"]
+    assert promoted["run_id"] == str(first.id) and Path(promoted["checkpoint"]).is_file()
+    assert promoted["benchmark"] == "aflw2000-3d-fold1of20"
+    shown = artifacts(first)
+    assert "Candidate PROMOTED" in shown["retrain-decision"] and "built by this run" in shown["retrain-decision"]
+    assert json.loads(shown["retrain-nme"])[0]["mean (%)"] == round(promoted["metrics"]["mean"], 3)
+
+    second = retrain(tmp_path, "configs/deploy/frozen-train.yaml")
+    registry = json.loads((tmp_path / "registry.json").read_text())
+    rejected = registry["history"][-1]
+    assert registry["promoted"] == promoted, "the random-init candidate replaced the trained one"
+    assert [h["decision"] for h in registry["history"]] == ["promoted", "rejected"]
+    assert rejected["run_id"] == str(second.id)
+    assert rejected["reason"] == (
+        f"mean NME {rejected['metrics']['mean']:.3f} % does not beat the promoted {promoted['metrics']['mean']:.3f} %"
+    )
+    decision = artifacts(second)["retrain-decision"]
+    assert "Candidate REJECTED" in decision and rejected["reason"] in decision and "reused" in decision
