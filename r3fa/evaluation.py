@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import r3fa
 from r3fa.benchmarks import Benchmark
 from r3fa.crop import CropConvention, image_to_crop
+from r3fa.draw import contact_sheet, draw_landmarks
 from r3fa.labels import landmarks_in_image
 from r3fa.metrics import BIN_NAMES, BinSummary, auc, nme, summarise, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
@@ -45,6 +46,7 @@ from r3fa.report import markdown_table, plot_ced
 
 NME_SCHEMA = "r3fa-nme-v1"
 OVERLAY_COUNT = 8  # best and worst images each on the overlay sheet
+OVERLAY_SCALE = 2  # crops drawn at 240 x 240 so the points and captions are legible
 GT_COLOUR, PRED_COLOUR = (0, 0, 255), (0, 255, 0)  # BGR
 
 Progress = Callable[[int, int], None]
@@ -242,8 +244,6 @@ def write_overlay(
 ) -> Path:
     """A contact sheet of the `count` best and `count` worst images (first row best), predicted points in
     green, ground truth in red (visible points only), each captioned with its NME."""
-    from r3fa.draw import contact_sheet, draw_landmarks
-
     order = np.argsort(np.where(np.isfinite(errors), errors, np.inf), kind="stable")
     finite = int(np.isfinite(errors).sum())
     count = max(1, min(count, finite // 2))
@@ -256,10 +256,10 @@ def write_overlay(
         if benchmark.visible is not None:
             gt = gt[:, benchmark.visible[i]]
         pred = image_to_crop(benchmark.benchmark_points(landmarks[i : i + 1])[0], roi)
-        tile = draw_landmarks(crop, gt, color=GT_COLOUR)
-        tiles.append(draw_landmarks(tile, pred, color=PRED_COLOUR))
-        captions.append(f"{benchmark.names[i]} {errors[i] * 100:.2f}%")
-    sheet = contact_sheet(tiles, captions=captions, columns=count)
+        tile = draw_landmarks(crop, gt, color=GT_COLOUR, scale=OVERLAY_SCALE)
+        tiles.append(draw_landmarks(tile, pred * OVERLAY_SCALE, color=PRED_COLOUR))
+        captions.append(f"{Path(benchmark.names[i]).stem} {errors[i] * 100:.2f}%")
+    sheet = contact_sheet(tiles, ncols=count, captions=captions)
     cv2.imwrite(str(path), sheet)
     return Path(path)
 
