@@ -14,9 +14,9 @@ Why it looks the way it does:
 - **Candidates are judged on the same images.** The registry compares candidates on the same benchmark
   name only, so a fold evaluation is recorded as `aflw2000-3d-fold1of20`: a demo run on a fold never
   displaces a model measured on the whole benchmark, and the other way round.
-- **Training and evaluation are the other flows** (`train`, `evaluate`), called as subflows with their own
-  runs, retries and artifacts. The side effects of this flow (the shard build, the registry write) are tasks
-  with NO_CACHE and retries with exponential backoff; every exception propagates and fails the run.
+- **The stages are the other flows** (`build-dataset`, `train`, `evaluate`), called as subflows with their
+  own runs, retried tasks without result cache and artifacts; the registry write is this flow's own task
+  (NO_CACHE, retries with exponential backoff). Every exception propagates and fails the run.
 
 Artifacts: `retrain-decision` (markdown: the decision, its reason, where the files are) and `retrain-nme`
 (table: the candidate's and the previously promoted model's NME bins).
@@ -37,9 +37,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from pipelines.build import build_shards
 from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import make_plan
@@ -102,12 +102,6 @@ def check_held_out(mix: MixConfig, benchmark: str, fold: int | None, n_folds: in
             )
 
 
-@task(name="build-shards", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
-def build_shards_task(mix_path: str, shard_dir: str, workers: int) -> str:
-    """Build (or finish: a retry resumes from the `.done` markers) the shard set; returns its summary."""
-    return str(build_shards(mix_path, shard_dir, workers=workers))
-
-
 @task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(5))
 def promote_task(registry: str, candidate: Candidate) -> Decision:
     """Record `candidate` in the registry, promoting it when its mean NME beats the promoted model's."""
@@ -154,6 +148,7 @@ def retrain_and_eval_flow(
     eval_fold: int | None = 1,
     n_folds: int = 2,
     build_workers: int = 2,
+    build_scheduler: str | None = None,
     train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build shards if the inputs changed, train a candidate, evaluate it and promote it only if it is better.
@@ -170,7 +165,8 @@ def retrain_and_eval_flow(
         benchmark: the benchmark candidates are judged on (`aflw2000-3d` and its variants).
         eval_fold: evaluate on this fold of `n_folds` only (`r3fa.folds`); None: the whole benchmark.
         n_folds: number of folds.
-        build_workers: worker processes of the shard build.
+        build_workers: processes of the shard build's local Dask cluster (0: build in the flow's process).
+        build_scheduler: address of an existing Dask scheduler (`tcp://host:8786`) to build the shards on.
         train_overrides: top-level training config fields to replace (e.g. {"epochs": 1}).
 
     Returns:
@@ -183,7 +179,7 @@ def retrain_and_eval_flow(
     shard_dir = out / "shards" / key
     rebuilt = not is_current(shard_dir, mix_cfg, inputs)
     if rebuilt:
-        print(f"building shards in {shard_dir}: {build_shards_task(str(mix_path), str(shard_dir), build_workers)}")
+        build_dataset_flow(str(mix_path), str(shard_dir), workers=build_workers, scheduler=build_scheduler)
     else:
         print(f"shards: {shard_dir} (inputs unchanged, reused)")
 
@@ -192,7 +188,7 @@ def retrain_and_eval_flow(
     init_from = promoted["checkpoint"] if warm_start and promoted else None
     trained = train_flow(
         str(_in_project(train)), str(shard_dir), str(run_dir / "train"), progress=False,
-        overrides=train_overrides, **({"init_from": init_from} if init_from else {}),
+        overrides=train_overrides, init_from=init_from,
     )  # fmt: skip
     evaluated = evaluate_flow(
         trained["model_path"], None, benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,

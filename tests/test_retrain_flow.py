@@ -52,14 +52,14 @@ class Stages:
     def __init__(self, means: list[float]) -> None:
         self.means, self.builds, self.trains = list(means), [], []
 
-    def build_shards(self, mix_path: str, shard_dir: str, workers: int) -> str:
+    def build_dataset_flow(self, mix_path: str, shard_dir: str, **kwargs) -> dict:
         mix = load_mix(mix_path)
         _, inputs = retrain.shard_set_key(mix)
         Path(shard_dir).mkdir(parents=True, exist_ok=True)
         manifest = {"inputs": {"sha256": inputs}, "config": mix.model_dump(mode="json")}
         (Path(shard_dir) / "manifest.json").write_text(json.dumps(manifest))
         self.builds.append(shard_dir)
-        return "fake shards"
+        return {"out_dir": shard_dir}
 
     def train_flow(self, config: str, shard_dir: str, out_dir: str, **kwargs) -> dict:
         self.trains.append({"shard_dir": shard_dir, **kwargs})
@@ -77,7 +77,7 @@ class Stages:
 def stages(monkeypatch: pytest.MonkeyPatch):
     def install(means: list[float]) -> Stages:
         fake = Stages(means)
-        monkeypatch.setattr(retrain, "build_shards", fake.build_shards)
+        monkeypatch.setattr(retrain, "build_dataset_flow", fake.build_dataset_flow)
         monkeypatch.setattr(retrain, "train_flow", fake.train_flow)
         monkeypatch.setattr(retrain, "evaluate_flow", fake.evaluate_flow)
         monkeypatch.setattr(retrain, "read_dataset_info", lambda shard_dir: type("Info", (), {"manifest_hash": "m"}))
@@ -149,7 +149,7 @@ def test_warm_start_trains_from_the_promoted_checkpoint(tmp_path: Path, source: 
     first = run(mix, tmp_path / "out", warm_start=True)  # nothing promoted yet: from scratch
     run(mix, tmp_path / "out", warm_start=True)
 
-    assert "init_from" not in fake.trains[0]
+    assert fake.trains[0]["init_from"] is None
     assert fake.trains[1]["init_from"] == first["candidate"]["checkpoint"]
 
 
