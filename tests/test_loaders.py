@@ -168,3 +168,17 @@ def test_shard_list_comes_from_the_manifest(shard_dir: Path, rows) -> None:
     assert sum(s.count for s in shards) == len(rows["train"])
     assert all(s.tar.exists() and s.index.exists() for s in shards)
     assert read_shards(shard_dir, "no-such-split") == []
+
+
+def test_ranks_get_the_same_samples_from_either_loader_and_equal_steps(shard_dir: Path, rows) -> None:
+    # 82 train samples on 3 ranks hold 27, 27, 28; batches of 9 -> 4 steps each, the last one empty on ranks 0-1
+    per_kind = {}
+    for kind in KINDS:
+        ranks = [create_loader(shard_dir, "train", 9, kind=kind, rank=r, world_size=3, drop_last=False) for r in range(3)]
+        batches = [list(loader) for loader in ranks]
+        assert [len(loader) for loader in ranks] == [len(b) for b in batches] == [4, 4, 4]
+        assert [[len(b["keys"]) for b in rank] for rank in batches] == [[9, 9, 9, 0], [9, 9, 9, 0], [9, 9, 9, 1]]
+        assert batches[0][-1]["image"].shape == (0, 3, 120, 120)
+        per_kind[kind] = [{k for b in rank for k in b["keys"]} for rank in batches]
+    assert per_kind["dali"] == per_kind["torch"]
+    assert set().union(*per_kind["dali"]) == set(rows["train"])

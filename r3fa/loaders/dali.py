@@ -149,7 +149,7 @@ class DaliLoader:
                 if step < self.start_step:
                     continue
                 if out["image"].shape[0] == 0:
-                    yield empty_batch()
+                    yield empty_batch(self.device)
                     continue
                 yield {
                     "image": out["image"],

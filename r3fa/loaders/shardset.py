@@ -183,11 +183,11 @@ def key_from_member(name: str) -> str:
     return name.rsplit(":", 1)[-1].rsplit("/", 1)[-1].split(".", 1)[0]
 
 
-def empty_batch() -> dict[str, object]:
+def empty_batch(device: torch.device | str = "cpu") -> dict[str, object]:
     """A batch of zero samples, for the last step of a rank whose range ran out one step early."""
     return {
-        "image": torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32),
-        "params": torch.zeros((0, PARAMS_DIM), dtype=torch.float32),
-        "landmarks": torch.zeros((0, LANDMARKS_DIM), dtype=torch.float32),
+        "image": torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32, device=device),
+        "params": torch.zeros((0, PARAMS_DIM), dtype=torch.float32, device=device),
+        "landmarks": torch.zeros((0, LANDMARKS_DIM), dtype=torch.float32, device=device),
         "keys": [],
     }
