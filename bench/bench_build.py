@@ -1,0 +1,161 @@
+"""How fast does the shard builder go, does it scale with Dask workers, and does its memory stay flat?
+
+Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JPEGs and `.mat` labels):
+
+1. end-to-end samples/s of ingest + augmentation + JPEG + tar/idx/Parquet writing through Dask, with 1 and 2
+   single-threaded workers of a `LocalCluster` started before the clock (so cluster start-up is excluded; it
+   is reported separately), at two dataset sizes;
+2. peak RSS of each worker process (`ru_maxrss`, asked from the workers after the build) and of the driver,
+   at both sizes: flat memory means the peak does not grow with the number of samples;
+3. the in-process cost per sample of each stage (augmented copy vs face-profiling view), so that the 680k
+   mix (430k real + 250k synthetic) can be extrapolated from the measured rate and scaling.
+
+Example:
+    .venv/bin/python bench/bench_build.py --sizes 150 600 --workers 1 2 --markdown docs/bench_parts/build.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipelines.build import build_shards
+from pipelines.mix import MixConfig
+from pipelines.plan import make_plan
+from pipelines.samples import make_sample
+
+REAL_680K, SYNTHETIC_680K = 430_000, 250_000
+
+
+def _config(images: int, synthesis: int = 0) -> MixConfig:
+    return MixConfig(
+        name="bench",
+        sources=[{"kind": "aflw2000_3d", "root": "aflw2000_3d", "limit": images}],
+        augmentation={"copies_per_image": 3},
+        synthesis={"stage": "face_profiling", "count": synthesis} if synthesis else None,
+        samples_per_shard=128,
+        val_fraction=0.05,
+    )
+
+
+def _worker_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def build_rate(images: int, workers: int, scratch: Path) -> dict:
+    """One Dask build of `images` images x 3 copies: samples/s and the workers' peak RSS."""
+    from distributed import Client, LocalCluster
+
+    started = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        cluster_s = time.perf_counter() - started
+        out = scratch / f"n{images}-w{workers}"
+        start = time.perf_counter()
+        summary = build_shards(_config(images), out, scheduler=cluster.scheduler_address)
+        seconds = time.perf_counter() - start
+        peaks = sorted(client.run(_worker_peak_rss_mb).values())
+    shutil.rmtree(out)
+    done = summary.samples + summary.rejected
+    return {"images": images, "workers": workers, "samples": done, "seconds": round(seconds, 2),
+            "samples_per_s": round(done / seconds, 1), "cluster_start_s": round(cluster_s, 2),
+            "worker_peak_rss_mb": [round(p) for p in peaks]}  # fmt: skip
+
+
+def stage_costs(n: int) -> dict:
+    """Mean in-process milliseconds per planned sample of each stage (no writing)."""
+    config = _config(60, synthesis=n)
+    specs = [s for shard in make_plan(config).shards for s in shard.samples]
+    costs = {}
+    for stage in ("augment", "synthesis"):
+        chosen = [s for s in specs if s.stage == stage][:n]
+        start = time.perf_counter()
+        for spec in chosen:
+            make_sample(spec, config)
+        costs[stage] = round(1000 * (time.perf_counter() - start) / len(chosen), 1)
+    return costs
+
+
+def markdown(results: dict) -> str:
+    """The results as the docs/bench_parts/build.md section."""
+    rows = results["builds"]
+    lines = [
+        "## Shard builder: throughput, scaling, memory",
+        "",
+        f"{results['date']}, {results['machine']}. Command: `{results['command']}`",
+        "",
+        "Real AFLW2000-3D images (450x450 JPEG + `.mat`, standing in for 300W-LP), 3 records per image "
+        "(plain crop + 2 augmented copies), 128 samples per shard, JPEG q95; Dask `LocalCluster` with "
+        "single-threaded workers started before the clock.",
+        "",
+        "| images | samples | workers | seconds | samples/s | worker peak RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['images']} | {r['samples']} | {r['workers']} | {r['seconds']} | {r['samples_per_s']} | "
+              f"{', '.join(map(str, r['worker_peak_rss_mb']))} |" for r in rows]  # fmt: skip
+    costs, ex = results["stage_ms"], results["extrapolation"]
+    lines += [
+        "",
+        f"- scaling 1 -> 2 workers (largest size): x{results['scaling']:.2f}",
+        f"- driver peak RSS over all runs: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
+        f"{rows[0]['cluster_start_s']} s",
+        f"- in-process cost per sample: augmented copy {costs['augment']} ms, face-profiling view "
+        f"{costs['synthesis']} ms (ingest included in both)",
+        f"- extrapolated 680k mix (430k real + 250k synthetic, the synthetic cost ratio "
+        f"{ex['synthetic_cost_ratio']:.2f}): {ex['hours_measured_workers']:.1f} h with {ex['workers']} workers here, "
+        f"{ex['hours_16_workers']:.1f} h with 16 workers if each keeps the per-worker rate measured at "
+        f"{ex['workers']} workers (an estimate: disk and memory bandwidth are not measured here)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[150, 600], help="images per build (two sizes)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Dask worker counts")
+    parser.add_argument("--stage-samples", type=int, default=40, help="samples per stage for the stage costs")
+    parser.add_argument("--markdown", type=Path, help="write the results section to this file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
+        builds = [build_rate(size, w, Path(scratch)) for size in args.sizes for w in args.workers]
+    largest = [r for r in builds if r["images"] == max(args.sizes)]
+    rate = {r["workers"]: r["samples_per_s"] for r in largest}
+    scaling = rate[max(rate)] / rate[min(rate)]
+    costs = stage_costs(args.stage_samples)
+    ratio = costs["synthesis"] / costs["augment"]
+    per_worker = {w: r / w for w, r in rate.items()}
+    efficiency = per_worker[max(rate)] / per_worker[min(rate)]  # per-worker rate kept when adding workers
+    equivalent = REAL_680K + SYNTHETIC_680K * ratio  # the mix in augmented-sample units
+    results = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
+        "command": "python bench/bench_build.py " + " ".join(
+            [f"--sizes {args.sizes[0]} {args.sizes[1]}", "--workers " + " ".join(map(str, args.workers))]),
+        "builds": builds,
+        "scaling": scaling,
+        "stage_ms": costs,
+        "driver_peak_rss_mb": _worker_peak_rss_mb(),
+        "extrapolation": {
+            "synthetic_cost_ratio": ratio,
+            "workers": max(rate),
+            "hours_measured_workers": equivalent / rate[max(rate)] / 3600,
+            "hours_16_workers": equivalent / (16 * per_worker[min(rate)] * efficiency) / 3600,
+        },
+    }  # fmt: skip
+    print(json.dumps(results, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+        print(f"wrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
