@@ -8,6 +8,7 @@ build with the same config.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from pipelines.files import TMP_SUFFIX
-from pipelines.manifest import REJECTED_FILE, make_manifest, write_manifest
+from pipelines.manifest import REJECTED_FILE, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import Plan, ShardSpec, make_plan
 from pipelines.runner import run_tasks
@@ -58,16 +59,31 @@ class BuildSummary:
         )
 
 
-def remove_stale(out_dir: Path, plan: Plan, fingerprint: Callable[[ShardSpec], str]) -> list[ShardSpec]:
-    """Delete what an interrupted run left (temporaries, files of shards without a matching `.done`) and
-    return the shards still to build."""
+def build_stamp(config: MixConfig, inputs_sha256: str) -> str:
+    """What a shard's `.done` fingerprint is made from besides its keys: the config and the inputs hash (a
+    changed config or input file rebuilds the shards)."""
+    return f"{config.model_dump_json()}\n{inputs_sha256}"
+
+
+def remove_stale(out_dir: Path, plan: Plan, stamp: str, name: str) -> list[ShardSpec]:
+    """Delete what an earlier run left that this plan does not keep, and return the shards still to build.
+
+    Removed: temporaries of a killed run, every file of a planned shard without a matching `.done`, and
+    shard files of this name that the plan no longer has (e.g. a split that shrank).
+    """
     for tmp in [*out_dir.glob(f"*{TMP_SUFFIX}"), *(out_dir / PARTS_DIR).glob(f"*{TMP_SUFFIX}")]:
         tmp.unlink()
+    planned = {shard.name for shard in plan.shards}
+    ours = re.compile(rf"{re.escape(name)}-(train|val)-\d{{6}}")
+    for path in [*out_dir.glob(f"{name}-*"), *(out_dir / PARTS_DIR).glob(f"{name}-*")]:
+        stem = path.name.split(".", 1)[0]
+        if ours.fullmatch(stem) and stem not in planned:
+            path.unlink()
     todo = []
     for shard in plan.shards:
         files = ShardFiles.of(out_dir, shard.name)
         done = read_done(files)
-        if done is not None and done.get("fingerprint") == fingerprint(shard):
+        if done is not None and done.get("fingerprint") == shard.fingerprint(stamp):
             continue
         for path in files.outputs():
             path.unlink(missing_ok=True)
@@ -106,8 +122,9 @@ def build_shards(
     out.mkdir(parents=True, exist_ok=True)
     write_resolved(config, out)
     plan = make_plan(config)
-    config_json = config.model_dump_json()
-    todo = remove_stale(out, plan, lambda shard: shard.fingerprint(config_json))
+    inputs = inputs_hash(plan.items)
+    stamp = build_stamp(config, inputs[0])
+    todo = remove_stale(out, plan, stamp, config.name)
     finished = plan.n_samples - sum(len(s.samples) for s in todo)
     report = progress or (lambda done, total: None)
     report(finished, plan.n_samples)
@@ -118,7 +135,7 @@ def build_shards(
         report(finished, plan.n_samples)
 
     run_tasks(
-        partial(build_shard, config=config, out_dir=out),
+        partial(build_shard, config=config, out_dir=out, stamp=stamp),
         todo,
         workers=workers,
         scheduler=scheduler,
@@ -126,7 +143,7 @@ def build_shards(
         names=[f"shard-{s.name}" for s in todo],
     )
     merge_rejections(out, plan)
-    manifest = make_manifest(config, plan, out)
+    manifest = make_manifest(config, plan, out, inputs)
     write_manifest(manifest, out)
     counts = manifest["counts"]
     return BuildSummary(

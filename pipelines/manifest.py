@@ -86,8 +86,14 @@ def _yaw_bins(yaw: np.ndarray) -> Counter:
     return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
 
 
-def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path) -> dict:
+def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tuple[str, int]) -> dict:
     """The manifest of a complete shard set (every planned shard has its `.done`).
+
+    Args:
+        config: the mix.
+        plan: its plan.
+        out_dir: the shard-set folder.
+        inputs: (sha256, number of files) of the inputs (`inputs_hash`).
 
     Raises:
         FileNotFoundError: a planned shard is not complete.
@@ -122,7 +128,7 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path) -> dict:
             "idx": files.idx.name,
             "parquet": files.parquet.name,
         })  # fmt: skip
-    digest, n_files = inputs_hash(plan.items)
+    digest, n_files = inputs
     return {
         "manifest_version": MANIFEST_VERSION,
         "name": config.name,

@@ -57,9 +57,10 @@ class ShardSpec:
     def tar(self) -> str:
         return f"{self.name}.tar"
 
-    def fingerprint(self, config_json: str) -> str:
-        """sha256 of the config and the shard's keys: a `.done` marker counts only for this exact shard."""
-        digest = hashlib.sha256(config_json.encode())
+    def fingerprint(self, stamp: str) -> str:
+        """sha256 of a build stamp (config + inputs hash) and the shard's keys: a `.done` marker counts only
+        for this exact shard of this build."""
+        digest = hashlib.sha256(stamp.encode())
         for spec in self.samples:
             digest.update(f"\n{spec.key}".encode())
         return digest.hexdigest()

@@ -99,13 +99,14 @@ def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
     return data.tobytes()
 
 
-def build_shard(shard: ShardSpec, config: MixConfig, out_dir: str | Path) -> ShardResult:
+def build_shard(shard: ShardSpec, config: MixConfig, out_dir: str | Path, stamp: str) -> ShardResult:
     """Make and write one shard; its `.done` marker is written last.
 
     Args:
         shard: the planned shard.
         config: the mix.
         out_dir: the shard-set folder.
+        stamp: the build stamp (`pipelines.build.build_stamp`) that the marker's fingerprint is made from.
 
     Returns:
         Its name, split and counts of written and rejected samples.
@@ -124,7 +125,7 @@ def build_shard(shard: ShardSpec, config: MixConfig, out_dir: str | Path) -> Sha
     write_table(files.parquet, rows, "samples")
     write_table(files.rejected, rejections, "rejected")
     done = {
-        "fingerprint": shard.fingerprint(config.model_dump_json()),
+        "fingerprint": shard.fingerprint(stamp),
         "count": len(rows),
         "rejected": len(rejections),
         "tar_sha256": file_sha256(files.tar),

@@ -176,3 +176,10 @@ def test_inspect_counts_and_draws_a_contact_sheet(shard_set: Path, tmp_path: Pat
 
 def test_rejected_file_is_empty_for_clean_inputs(shard_set: Path) -> None:
     assert pq.read_table(shard_set / "rejected.parquet").num_rows == 0
+
+
+def test_a_complete_build_is_skipped_on_rerun(shard_set: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in shard_set.glob("*.tar")}
+    summary = build_shards(CONFIG, shard_set, workers=0)
+    assert summary.built == 0 and summary.samples > 100
+    assert before == {p.name: p.stat().st_mtime_ns for p in shard_set.glob("*.tar")}
