@@ -16,7 +16,7 @@ from torch import nn
 
 from r3fa import models
 from r3fa.checkpoint import is_r3fa_checkpoint, load_checkpoint
-from r3fa.crop import CROP_SIZE, CropConvention
+from r3fa.crop import CROP_SIZE, CropConvention, crop_image
 from r3fa.labels import landmarks_in_image
 from r3fa.morphable import MorphableModel, load_model
 from r3fa.models.mobilenet_v1 import load_3ddfa_v2_state_dict, widen_factor_of
@@ -106,3 +106,22 @@ def load_predictor(
         model.load_state_dict(state, strict=True)
         whitening, convention = load_whitening("v2"), CropConvention.V2
     return Predictor(model, whitening, convention, device)
+
+
+def predict_in_images(
+    predictor: Predictor, images: list[np.ndarray], rois: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop each image with its roi (`r3fa.crop.crop_image`) and run the predictor on the batch.
+
+    Args:
+        predictor: the network and its statistics.
+        images: BGR uint8 images of any sizes.
+        rois: `(B, 4)` [sx, sy, ex, ey] image-frame boxes, one per image.
+
+    Returns:
+        `(B, 62)` crop-frame parameters and `(B, 3, 68)` image-frame landmarks.
+    """
+    rois = np.asarray(rois, np.float64).reshape(-1, 4)
+    crops = np.stack([crop_image(image, roi) for image, roi in zip(images, rois, strict=True)])
+    params = predictor.params(crops)
+    return params, landmarks_in_image(predictor.bfm68, params, rois, predictor.convention)
