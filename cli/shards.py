@@ -42,14 +42,22 @@ def build(
     scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
 ) -> None:
     """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejected.parquet and manifest.json."""
+    from pydantic import ValidationError
+
     from pipelines.build import build_shards
+    from pipelines.mix import load_mix
+
+    try:
+        mix = load_mix(config)
+    except (FileNotFoundError, ValidationError) as err:
+        raise typer.BadParameter(str(err), param_hint="CONFIG") from None
 
     columns = [TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]  # fmt: skip
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("build", total=None)
         summary = build_shards(
-            config, out, workers=workers, scheduler=scheduler,
+            mix, out, workers=workers, scheduler=scheduler,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
     counts = summary.counts
