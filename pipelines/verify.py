@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +22,46 @@ from pipelines.shard import IMAGE_EXT, LANDMARKS_EXT, PARAMS_EXT, ShardFiles, re
 from r3fa.evaluation import file_sha256
 
 
-def _tar_samples(path: Path) -> tuple[list[str], list[list[Member]], dict[str, dict[str, bytes]], list[str]]:
-    """Keys in order, members per sample (for the index), member bytes by key and extension, problems."""
-    keys, members, data, problems = [], [], {}, []
+def _tar_samples(path: Path) -> Iterator[tuple[str, list[Member], dict[str, bytes]]]:
+    """(key, members for the index, member bytes by extension) per sample, in tar order, one at a time.
+
+    Raises:
+        ValueError: a member that is not a regular file, or a sample whose members are not contiguous.
+    """
+    seen: set[str] = set()
+    key, members, data = None, [], {}
     with tarfile.open(path, "r:") as tar:
         for info in tar:
             if not info.isfile():
-                problems.append(f"{path.name}: member {info.name} is not a regular file")
-                continue
-            key, _, extension = info.name.partition(".")
-            if not keys or keys[-1] != key:
-                if key in data:
-                    problems.append(f"{path.name}: members of {key} are not contiguous")
-                keys.append(key)
-                members.append([])
-                data[key] = {}
-            members[-1].append(Member(info.name, info.offset_data, info.size))
-            data[key][extension] = tar.extractfile(info).read()
-    return keys, members, data, problems
+                raise ValueError(f"member {info.name} is not a regular file")
+            name, _, extension = info.name.partition(".")
+            if name != key:
+                if key is not None:
+                    yield key, members, data
+                if name in seen:
+                    raise ValueError(f"members of {name} are not contiguous")
+                seen.add(name)
+                key, members, data = name, [], {}
+            members.append(Member(info.name, info.offset_data, info.size))
+            data[extension] = tar.extractfile(info).read()
+    if key is not None:
+        yield key, members, data
+
+
+def _check_sample(name: str, split: str, row: dict | None, key: str, sample: dict[str, bytes]) -> list[str]:
+    if row is None or row["key"] != key:
+        return [f"{name}: tar sample {key} is not the Parquet row at its position ({row and row['key']})"]
+    if set(sample) != {IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, "json"}:
+        return [f"{name}: {key} has members {sorted(sample)}"]
+    problems = []
+    if hashlib.sha256(sample[IMAGE_EXT]).hexdigest() != row["jpeg_sha256"]:
+        problems.append(f"{name}: {key}.jpg differs from its jpeg_sha256")
+    for ext, column in ((PARAMS_EXT, "params"), (LANDMARKS_EXT, "landmarks")):
+        if sample[ext] != np.asarray(row[column], "<f4").tobytes():
+            problems.append(f"{name}: {key}.{ext} differs from the Parquet column {column}")
+    if row["split"] != split or row["shard"] != name:
+        problems.append(f"{name}: {key} has split/shard {row['split']}/{row['shard']} in the Parquet")
+    return problems
 
 
 def _check_shard(out: Path, entry: dict) -> list[str]:
@@ -54,29 +77,19 @@ def _check_shard(out: Path, entry: dict) -> list[str]:
     done = read_done(files) or {}
     if done.get("tar_sha256") != entry["sha256"] or done.get("count") != entry["count"]:
         problems.append(f"{name}: .done marker disagrees with the manifest")
-    keys, members, data, tar_problems = _tar_samples(files.tar)
-    problems += tar_problems
-    if len(keys) != entry["count"]:
-        problems.append(f"{name}: {len(keys)} samples in the tar, {entry['count']} in the manifest")
-    if files.idx.read_text() != format_index(members):
+    rows = pq.read_table(files.parquet).to_pylist()
+    index: list[list[Member]] = []
+    try:
+        for position, (key, members, sample) in enumerate(_tar_samples(files.tar)):
+            index.append(members)
+            row = rows[position] if position < len(rows) else None
+            problems += _check_sample(name, entry["split"], row, key, sample)
+    except (ValueError, tarfile.TarError) as err:
+        return [*problems, f"{name}: unreadable tar ({err})"]
+    if not len(index) == len(rows) == entry["count"]:
+        problems.append(f"{name}: {len(index)} samples in the tar, {len(rows)} Parquet rows, {entry['count']} in the manifest")
+    if files.idx.read_text() != format_index(index):
         problems.append(f"{name}: {files.idx.name} does not match the tar's member offsets")
-    table = pq.read_table(files.parquet)
-    rows = table.to_pylist()
-    if [r["key"] for r in rows] != keys:
-        problems.append(f"{name}: Parquet keys differ from the tar's (order or content)")
-        return problems
-    for row in rows:
-        sample, key = data[row["key"]], row["key"]
-        if set(sample) != {IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, "json"}:
-            problems.append(f"{name}: {key} has members {sorted(sample)}")
-            continue
-        if hashlib.sha256(sample[IMAGE_EXT]).hexdigest() != row["jpeg_sha256"]:
-            problems.append(f"{name}: {key}.jpg differs from its jpeg_sha256")
-        for ext, column in ((PARAMS_EXT, "params"), (LANDMARKS_EXT, "landmarks")):
-            if sample[ext] != np.asarray(row[column], "<f4").tobytes():
-                problems.append(f"{name}: {key}.{ext} differs from the Parquet column {column}")
-        if row["split"] != entry["split"] or row["shard"] != name:
-            problems.append(f"{name}: {key} has split/shard {row['split']}/{row['shard']} in the Parquet")
     return problems
 
 
