@@ -82,7 +82,7 @@ def test_preview_cli_writes_a_sheet(aflw2000_dir, tmp_path):
     )
     assert result.exit_code == 0, result.output
     sheet = cv2.imread(str(out))
-    assert sheet is not None and sheet.shape == (240, 3 * 240, 3)
+    assert sheet is not None and sheet.shape[1] == 3 * 240 and sheet.shape[0] >= 240  # plus a caption strip
 
 
 def test_preview_cli_reports_a_bad_label_file(aflw2000_dir):
