@@ -61,3 +61,18 @@ def test_bad_inputs_are_rejected_and_the_build_goes_on(bad_source: Path, tmp_pat
     assert stage == "label" and reason.startswith("label NME")
     assert all(r["key"] and r["shard"].startswith("bad-train-") for r in rejected)
     assert verify_shard_set(out) == []
+
+
+def test_a_300wlp_tree_source_builds(data_root: Path, tmp_path: Path) -> None:
+    """The 300W-LP reader path, on a tree holding the one real 300W-LP sample and its mirror folder."""
+    tree = tmp_path / "300W_LP"
+    for folder in ("IBUG", "IBUG_Flip"):
+        (tree / folder).mkdir(parents=True)
+        for suffix in (".jpg", ".mat"):
+            shutil.copy(data_root / "300w_lp_sample" / f"IBUG_image_008_1_0{suffix}", tree / folder)
+    config = MixConfig(name="lp", sources=[{"kind": "300wlp", "root": str(tree)}],
+                       augmentation={"copies_per_image": 2}, val_fraction=0.0)  # fmt: skip
+    summary = build_shards(config, tmp_path / "out", workers=0)
+    assert summary.samples + summary.rejected == 4 and summary.samples > 0
+    assert set(summary.counts["by_source"]) <= {"300wlp/IBUG", "300wlp/IBUG_Flip"}
+    assert verify_shard_set(tmp_path / "out") == []
