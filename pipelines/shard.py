@@ -1,7 +1,7 @@
 """Build one planned shard: make its samples, write tar + index, Parquet, rejections, then `.done`.
 
 This is the unit of work the runner distributes (one call per shard) and the unit of resumption: the
-`.done` marker is written last and names the shard's fingerprint (config + keys), the tar's sha256 and the
+`.done` marker is written last and names the shard's fingerprint (config, inputs hash, keys), the tar's sha256 and the
 counts, so a later run can skip the shard and the manifest can be written without re-reading tars.
 Files of one shard, for `{stem}` = `{name}-{split}-{NNNNNN}`:
 `{stem}.tar`, `{stem}.idx`, `{stem}.parquet`, `parts/{stem}.rejected.parquet`, `{stem}.done`.
@@ -58,7 +58,6 @@ class ShardResult:
     split: str
     count: int
     rejected: int
-    skipped: bool = False
 
 
 def read_done(files: ShardFiles) -> dict | None:
