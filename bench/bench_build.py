@@ -105,7 +105,10 @@ def markdown(results: dict) -> str:
     costs, ex = results["stage_ms"], results["extrapolation"]
     lines += [
         "",
-        f"- scaling 1 -> 2 workers (largest size): x{results['scaling']:.2f}",
+        f"- scaling {min(r['workers'] for r in rows)} -> {max(r['workers'] for r in rows)} workers (largest size): "
+        f"x{results['scaling']:.2f}; load average {results['load'][0]:.1f} before and {results['load'][1]:.1f} after "
+        f"the runs on {os.cpu_count()} CPUs (other jobs share this machine: with a load above the CPU count a second "
+        "worker has no idle core to use, and the ratio says little)",
         f"- driver peak RSS over all runs: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
         f"{rows[0]['cluster_start_s']} s",
         f"- in-process cost per sample: augmented copy {costs['augment']} ms, face-profiling view "
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the results section to this file")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
         builds = [build_rate(size, w, Path(scratch)) for size in args.sizes for w in args.workers]
     largest = [r for r in builds if r["images"] == max(args.sizes)]
@@ -139,7 +143,8 @@ def main() -> None:
     results = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
+        f"Python {platform.python_version()}",
+        "load": [load_before, os.getloadavg()[0]],
         "command": "python bench/bench_build.py " + " ".join(
             [f"--sizes {args.sizes[0]} {args.sizes[1]}", "--workers " + " ".join(map(str, args.workers))]),
         "builds": builds,
