@@ -57,6 +57,14 @@ def _roi_for(image: Path, roi: np.ndarray | None, landmarks: Path | None) -> tup
     return roi_from_landmarks(read_landmarks_file(source)), str(source)
 
 
+def _skip_or_fail(error: Exception, folder: bool, err: Console) -> None:
+    """In folder mode an unusable image is listed and skipped; a single image ends the command (exit 2)."""
+    if not folder:
+        err.print(f"error: {error}", style="red", markup=False)
+        raise typer.Exit(2)
+    err.print(f"skipped {error}", markup=False)
+
+
 def _result(image: Path, roi: np.ndarray, source: str, params: np.ndarray, landmarks: np.ndarray) -> dict:
     from r3fa.params import pose_degrees
 
@@ -149,7 +157,7 @@ def predict_command(
     from r3fa.paths import data_root
     from r3fa.predictor import load_predictor, predict_in_images
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     folder = target.is_dir()
     if folder and (roi is not None or landmarks is not None):
         raise typer.BadParameter("--roi and --landmarks apply to one image; a folder uses the annotations beside its images")
@@ -169,10 +177,7 @@ def predict_command(
         try:
             jobs.append((image, *_roi_for(image, fixed_roi, landmarks)))
         except BadInputError as error:
-            if not folder:
-                err.print(f"[red]error:[/red] {error}")
-                raise typer.Exit(2) from None
-            err.print(f"skipped {error}")
+            _skip_or_fail(error, folder, err)
     try:
         predictor = load_predictor(checkpoint, model_name=model)
     except (ValueError, RuntimeError, KeyError) as error:
@@ -189,10 +194,7 @@ def predict_command(
                     pixels.append(read_image(path))
                     batch.append((path, box, source))
                 except BadInputError as error:
-                    if not folder:
-                        err.print(f"[red]error:[/red] {error}")
-                        raise typer.Exit(2) from None
-                    err.print(f"skipped {error}")
+                    _skip_or_fail(error, folder, err)
             if batch:
                 params, points = predict_in_images(predictor, pixels, np.stack([b[1] for b in batch]))
                 for (path, box, source), image, p, lm in zip(batch, pixels, params, points):
@@ -210,8 +212,10 @@ def predict_command(
                         )
             bar.update(task, advance=len(jobs[start : start + batch_size]))
 
-    if output_format is OutputFormat.table:
-        _print_table(results, Console()) if results else err.print("no image could be used")
+    if not results:
+        err.print("no image could be used")
+    elif output_format is OutputFormat.table:
+        _print_table(results, Console())
     elif not folder:
         typer.echo(json.dumps(results[0], indent=2))
     elif json_list:
