@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from r3fa.crop import CropConvention
+    from r3fa.morphable import MorphableModel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 SIDECAR_SUFFIXES = (".mat", ".pts", ".ljson")
@@ -110,8 +115,16 @@ def _print_table(results: list[dict], console: Console) -> None:
     console.print(table)
 
 
-def _write_outputs(result: dict, image: np.ndarray, params: np.ndarray, overlay: Path | None, mesh: Path | None, predictor, grid) -> None:
-    """Overlay PNG and/or OBJ mesh of one prediction."""
+def _write_outputs(
+    result: dict,
+    image: np.ndarray,
+    params: np.ndarray,
+    overlay: Path | None,
+    mesh: Path | None,
+    convention: CropConvention,
+    grid: MorphableModel | None,
+) -> None:
+    """Overlay PNG and/or OBJ mesh (the grid model posed in image pixels) of one prediction."""
     import cv2
 
     from r3fa.draw import draw_landmarks
@@ -124,15 +137,21 @@ def _write_outputs(result: dict, image: np.ndarray, params: np.ndarray, overlay:
         if not cv2.imwrite(str(overlay), draw_landmarks(image, np.asarray(result["landmarks"]), radius=radius)):
             raise typer.BadParameter(f"cannot write {overlay}", param_hint="--overlay")
     if mesh is not None:
-        vertices = landmarks_in_image(grid, params, np.asarray(result["roi"]), predictor.convention)
+        vertices = landmarks_in_image(grid, params, np.asarray(result["roi"]), convention)
         write_obj(mesh, vertices, grid.triangles)
 
 
 def predict_command(
-    target: Path = typer.Argument(..., exists=True, help="an image, or a folder of images (jpg, png, bmp, ppm, pgm, tif, webp)"),
+    target: Path = typer.Argument(
+        ..., exists=True, help="an image, or a folder of images (jpg, png, bmp, ppm, pgm, tif, webp)"
+    ),
     roi: str | None = typer.Option(None, "--roi", help="face box x0,y0,x1,y1 in image pixels (one image only)"),
     landmarks: Path | None = typer.Option(
-        None, "--landmarks", exists=True, dir_okay=False, help="68-point .pts/.ljson/.mat; the roi is derived from it (one image only)"
+        None,
+        "--landmarks",
+        exists=True,
+        dir_okay=False,
+        help="68-point .pts/.ljson/.mat; the roi is derived from it (one image only)",
     ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="registry name of the architecture (r3fa.models)"),
     checkpoint: Path | None = typer.Option(
@@ -143,8 +162,12 @@ def predict_command(
     ),
     output_format: OutputFormat = typer.Option(OutputFormat.json, "--format", help="json, or rich tables"),
     json_list: bool = typer.Option(False, "--json-list", help="folder mode: one JSON list instead of JSON lines"),
-    overlay: Path | None = typer.Option(None, "--overlay", help="PNG with the landmarks drawn; for a folder, a folder of <stem>.png"),
-    mesh: Path | None = typer.Option(None, "--mesh", help="OBJ of the posed 4096-point grid mesh in image pixels; for a folder, a folder of <stem>.obj"),
+    overlay: Path | None = typer.Option(
+        None, "--overlay", help="PNG with the landmarks drawn; for a folder, a folder of <stem>.png"
+    ),
+    mesh: Path | None = typer.Option(
+        None, "--mesh", help="OBJ of the posed 4096-point grid mesh in image pixels; for a folder, a folder of <stem>.obj"
+    ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per forward pass (folder mode)"),
 ) -> None:
     """Predict the 62 parameters, pitch/yaw/roll (degrees) and 68 image-frame landmarks of a face.
@@ -207,7 +230,7 @@ def predict_command(
                             p,
                             overlay / f"{path.stem}.png" if folder and overlay else overlay,
                             mesh / f"{path.stem}.obj" if folder and mesh else mesh,
-                            predictor,
+                            predictor.convention,
                             grid,
                         )
             bar.update(task, advance=len(jobs[start : start + batch_size]))
