@@ -96,7 +96,7 @@ def _print_table(results: list[dict], console: Console) -> None:
         table = Table(title="62 parameters")
         table.add_column("part")
         table.add_column("values")
-        for name, part in (("pose [sR|t]", params[:12]), ("shape (40)", params[12:52]), ("expression (10)", params[52:])):
+        for name, part in (("pose sR|t (12)", params[:12]), ("shape (40)", params[12:52]), ("expression (10)", params[52:])):
             table.add_row(name, " ".join(f"{v:.4g}" for v in part))
         console.print(table)
         lms = Table(title="68 landmarks (image pixels)")
