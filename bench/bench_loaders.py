@@ -87,7 +87,9 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     rates = {
-        (kind, augment): loader_rate(args.shards, kind, args.batch_size, args.threads, args.epochs, args.device, augment)
+        (kind, augment): loader_rate(
+            args.shards, kind, args.batch_size, args.threads, args.epochs, args.device, augment
+        )
         for kind in ("dali", "torch")
         for augment in (False, True)
     }
@@ -107,7 +109,8 @@ def main() -> None:
         name = f"loader {kind}, augment {'on' if augment else 'off'}"
         print(f"| {name} | {r['images']} | {r['rate']:.0f} | {r['steady']:.0f} | {ratio} |")
     if train is not None:
-        print(f"| MobDenseNet train step (batch {args.batch_size}) | {args.train_steps * args.batch_size} | {train:.0f} | | 1.0x |")
+        name = f"MobDenseNet train step (batch {args.batch_size})"
+        print(f"| {name} | {args.train_steps * args.batch_size} | {train:.0f} | | 1.0x |")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,9 @@ def test_ranks_get_the_same_samples_from_either_loader_and_equal_steps(shard_dir
     # 82 train samples on 3 ranks hold 27, 27, 28; batches of 9 -> 4 steps each, the last one empty on ranks 0-1
     per_kind = {}
     for kind in KINDS:
-        ranks = [create_loader(shard_dir, "train", 9, kind=kind, rank=r, world_size=3, drop_last=False) for r in range(3)]
+        ranks = [
+            create_loader(shard_dir, "train", 9, kind=kind, rank=r, world_size=3, drop_last=False) for r in range(3)
+        ]
         batches = [list(loader) for loader in ranks]
         assert [len(loader) for loader in ranks] == [len(b) for b in batches] == [4, 4, 4]
         assert [[len(b["keys"]) for b in rank] for rank in batches] == [[9, 9, 9, 0], [9, 9, 9, 0], [9, 9, 9, 1]]

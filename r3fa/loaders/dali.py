@@ -128,6 +128,7 @@ class DaliLoader:
         if self.start_step >= self.plan.steps:
             return
         gpu = self.device.type == "cuda"
+        gpu_index = self.device.index if self.device.index is not None else torch.cuda.current_device() if gpu else None
         pipe = _pipeline(
             self.plan,
             self.rank,
@@ -137,7 +138,7 @@ class DaliLoader:
             self.drop_last,
             batch_size=self.plan.batch_size,
             num_threads=self.num_threads,
-            device_id=(torch.cuda.current_device() if self.device.index is None else self.device.index) if gpu else None,
+            device_id=gpu_index,
             seed=self.plan.augment_seed,
         )
         policy = LastBatchPolicy.DROP if self.drop_last else LastBatchPolicy.PARTIAL
