@@ -8,7 +8,7 @@ epoch, the same on every rank. How ranks, seeds and steps are decided: `r3fa.loa
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,8 +30,12 @@ class Loader(Protocol):
 
 
 def dali_available() -> bool:
-    """Whether `nvidia.dali` can be imported here."""
-    return importlib.util.find_spec("nvidia.dali") is not None
+    """Whether `nvidia.dali` imports here (installed is not enough: its shared libraries must load too)."""
+    try:
+        importlib.import_module("nvidia.dali")
+    except (ImportError, OSError):
+        return False
+    return True
 
 
 def create_loader(
