@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from r3fa import loaders
 from r3fa.loaders import create_loader
 from r3fa.loaders.shardset import key_from_member, rank_range, read_shards, steps_per_epoch
+from r3fa.loaders.dali import DaliLoader
 from r3fa.loaders.torch_loader import TorchLoader
 
 KINDS = ["dali", "torch"]
@@ -121,8 +123,11 @@ def test_fallback_order_does_not_depend_on_the_number_of_workers(shard_dir: Path
 
 
 def test_auto_picks_the_fallback_without_dali(shard_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loaders, "dali_available", lambda: False)
+    assert isinstance(create_loader(shard_dir, "train", 8), DaliLoader)
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # `import nvidia.dali` now raises ImportError
+    assert not loaders.dali_available()
     assert isinstance(create_loader(shard_dir, "train", 8), TorchLoader)
+    assert isinstance(create_loader(shard_dir, "train", 8, kind="torch"), TorchLoader)
     with pytest.raises(ValueError, match="unknown loader kind"):
         create_loader(shard_dir, "train", 8, kind="nvjpeg")
 
