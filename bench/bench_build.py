@@ -85,6 +85,26 @@ def stage_costs(n: int) -> dict:
     return costs
 
 
+def plan_680k() -> dict:
+    """Time and driver memory of planning a 680k mix: the 2000 AFLW2000-3D images x 215 copies (430k) +
+    250k face-profiling jobs stand in for 300W-LP's 122,450 x 3.512 + 250k (same number of planned samples)."""
+    import psutil
+
+    config = MixConfig(
+        name="plan",
+        sources=[{"kind": "aflw2000_3d", "root": "aflw2000_3d"}],
+        augmentation={"copies_per_image": 215},
+        synthesis={"stage": "face_profiling", "count": SYNTHETIC_680K},
+    )
+    before = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    plan = make_plan(config)
+    seconds = time.perf_counter() - start
+    grown = psutil.Process().memory_info().rss - before
+    return {"samples": plan.n_samples, "shards": len(plan.shards), "seconds": round(seconds, 1),
+            "rss_growth_mb": round(grown / 2**20)}  # fmt: skip
+
+
 def markdown(results: dict) -> str:
     """The results as the docs/bench_parts/build.md section."""
     rows = results["builds"]
@@ -109,6 +129,9 @@ def markdown(results: dict) -> str:
         f"x{results['scaling']:.2f}; load average {results['load'][0]:.1f} before and {results['load'][1]:.1f} after "
         f"the runs on {os.cpu_count()} CPUs (other jobs share this machine: with a load above the CPU count a second "
         "worker has no idle core to use, and the ratio says little)",
+        f"- planning a 680k mix ({results['plan']['samples']} samples, {results['plan']['shards']} shards of 256 MB): "
+        f"{results['plan']['seconds']} s, driver RSS +{results['plan']['rss_growth_mb']} MB (the plan is the only "
+        "per-sample state the driver holds)",
         f"- driver peak RSS over all runs: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
         f"{rows[0]['cluster_start_s']} s",
         f"- in-process cost per sample: augmented copy {costs['augment']} ms, face-profiling view "
@@ -130,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
+    plan = plan_680k()
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
         builds = [build_rate(size, w, Path(scratch)) for size in args.sizes for w in args.workers]
     largest = [r for r in builds if r["images"] == max(args.sizes)]
@@ -147,6 +171,7 @@ def main() -> None:
         "load": [load_before, os.getloadavg()[0]],
         "command": "python bench/bench_build.py " + " ".join(
             [f"--sizes {args.sizes[0]} {args.sizes[1]}", "--workers " + " ".join(map(str, args.workers))]),
+        "plan": plan,
         "builds": builds,
         "scaling": scaling,
         "stage_ms": costs,

@@ -25,7 +25,7 @@ from r3fa.readers import SourceItem, iter_300wlp, iter_aflw2000
 SPLITS = ("train", "val")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleSpec:
     """One planned sample.
 
