@@ -21,7 +21,8 @@ from r3fa.report import COLUMNS, table_rows
 
 def _prefect_environment() -> None:
     """Project-local Prefect home, no telemetry, and the embedded backend unless a server is configured."""
-    os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / "runs" / "prefect"))
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / "runs" / "prefect")))
+    home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level (its SQLite file lives here)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
