@@ -3,8 +3,9 @@
 What a team does with prefect.yaml, on tiny configs (configs/deploy/): start the services with
 scripts/prefect_services.py (free port, PREFECT_HOME in a temporary folder), deploy every deployment from the
 project root, check the weekly schedule through the API, then run `retrain-and-eval` twice through the
-worker. The first candidate (a few training steps) is promoted; the second, whose weights stay at their
-random init (configs/deploy/frozen-train.yaml), must be rejected with the reason in the registry. Both runs
+worker. The first candidate (a few training steps) is promoted; the second, a run whose optimisation
+diverged (configs/deploy/diverged-train.yaml, mean NME ~175 % vs ~23 %), must be rejected with the reason in
+the registry. Both runs
 use the same inputs, so the second reuses the first's shard set. The services are stopped by pid in a
 finalizer, also when a check fails.
 """
@@ -106,10 +107,10 @@ def test_deploy_schedule_and_two_retrain_runs(deployed: dict[str, str], tmp_path
     assert "Candidate PROMOTED" in shown["retrain-decision"] and "built by this run" in shown["retrain-decision"]
     assert json.loads(shown["retrain-nme"])[0]["mean (%)"] == round(promoted["metrics"]["mean"], 3)
 
-    second = retrain(tmp_path, "configs/deploy/frozen-train.yaml")
+    second = retrain(tmp_path, "configs/deploy/diverged-train.yaml")
     registry = json.loads((tmp_path / "registry.json").read_text())
     rejected = registry["history"][-1]
-    assert registry["promoted"] == promoted, "the random-init candidate replaced the trained one"
+    assert registry["promoted"] == promoted, "the diverged candidate replaced the trained one"
     assert [h["decision"] for h in registry["history"]] == ["promoted", "rejected"]
     assert rejected["run_id"] == str(second.id)
     assert rejected["reason"] == (
