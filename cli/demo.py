@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
 
         result = pipeline_flow(str(config))
         console = Console()
+        if not console.is_terminal:  # a log file: do not fold the table to 80 columns
+            console = Console(width=160)
         console.print(nme_table(result["reports"]))
         for note in result["notes"]:
             console.print(f"  {note}")

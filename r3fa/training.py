@@ -47,6 +47,7 @@ from r3fa import losses, models
 from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from r3fa.config import load_config, write_resolved
 from r3fa.crop import CropConvention
+from r3fa.evaluation import code_version
 from r3fa.loaders import create_loader
 from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
@@ -229,6 +230,17 @@ def validate(
     """Loss and landmark NME (crop frame, percent; `r3fa.metrics.nme` over the ground truth's box) over the
     held-out split, summed over all ranks.
 
+    Args:
+        model: the (possibly DDP-wrapped) model; left in eval mode.
+        loader: this rank's share of the split (batches may be empty).
+        loss_fn: the training loss, with a generator reseeded by the caller (the same draws every time).
+        info: the dataset's whitening and crop convention (to decode the outputs).
+        bfm: the 68-landmark morphable model.
+        device: where the model lives.
+        ctx: the DDP context (sums are all-reduced across ranks).
+        amp: bfloat16 autocast on CUDA.
+        channels_last: feed images channels-last.
+
     Returns:
         {"val_loss", "val_nme", "val_samples"}; NaN losses when the split is empty.
     """
@@ -304,19 +316,29 @@ class _Run:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.state = TrainState()
+        self.code_version = code_version()
 
-    def payload(self, with_train_state: bool) -> dict[str, Any]:
-        payload = model_payload(
+    def model_checkpoint(self) -> dict[str, Any]:
+        """What inference needs (`r3fa.checkpoint.model_payload`), with the run's provenance in `meta`."""
+        return model_payload(
             self.cfg.model.name,
             self.cfg.model.kwargs,
             self.model.state_dict(),
             self.info.whitening,
             self.info.convention,
-            meta={"manifest_hash": self.info.manifest_hash, "config": self.cfg.model_dump(mode="json")},
+            meta={
+                "manifest_hash": self.info.manifest_hash,
+                "code_version": self.code_version,
+                "config": self.cfg.model_dump(mode="json"),
+            },
         )
-        if with_train_state:
-            s = self.state
-            payload["train_state"] = {
+
+    def training_checkpoint(self) -> dict[str, Any]:
+        """The model checkpoint plus everything resuming needs (`train_state`)."""
+        s = self.state
+        return {
+            **self.model_checkpoint(),
+            "train_state": {
                 "epoch": s.epoch,
                 "step": s.step,
                 "global_step": s.global_step,
@@ -326,8 +348,8 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": _rng_state(self.generator, self.device),
-            }
-        return payload
+            },
+        }
 
     def warm_start(self, payload: dict[str, Any]) -> None:
         """Start from another run's weights (same architecture; the whitening is this dataset's)."""
@@ -482,7 +504,7 @@ def fit(
         rate = clock["images"] / max(time.perf_counter() - clock["t0"], 1e-9)
         bar.update(s.epoch, rate, s.loss_sum / max(s.samples, 1))
         if ctx.is_main and s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
-            save_checkpoint(run.payload(with_train_state=True), last_path)
+            save_checkpoint(run.training_checkpoint(), last_path)
 
     with bar.running():
         while state.epoch < cfg.epochs:
@@ -526,15 +548,15 @@ def fit(
             state.epoch, state.step, state.loss_sum, state.samples = state.epoch + 1, 0, 0.0, 0
             if ctx.is_main:
                 if cfg.keep_epoch_checkpoints:
-                    save_checkpoint(run.payload(with_train_state=False), ckpt_dir / f"epoch_{record['epoch']:03d}.pth")
-                save_checkpoint(run.payload(with_train_state=True), last_path)
+                    save_checkpoint(run.model_checkpoint(), ckpt_dir / f"epoch_{record['epoch']:03d}.pth")
+                save_checkpoint(run.training_checkpoint(), last_path)
                 write_metrics(state.history, out_dir / "metrics.csv")
                 if on_epoch_end is not None:
                     on_epoch_end(record)
 
     model_path = out_dir / "model.pth"
     if ctx.is_main:
-        save_checkpoint(run.payload(with_train_state=False), model_path)
+        save_checkpoint(run.model_checkpoint(), model_path)
     if ctx.distributed:
         torch.distributed.barrier()
     return FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
