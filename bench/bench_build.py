@@ -16,21 +16,24 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import resource
-import shutil
-import tempfile
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-from pipelines.build import build_shards
-from pipelines.mix import MixConfig
-from pipelines.plan import make_plan
-from pipelines.samples import make_sample
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one BLAS thread, as Dask gives its workers (set before numpy loads)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pipelines.build import build_shards  # noqa: E402
+from pipelines.mix import MixConfig  # noqa: E402
+from pipelines.plan import make_plan  # noqa: E402
+from pipelines.samples import make_sample  # noqa: E402
 
 REAL_680K, SYNTHETIC_680K = 430_000, 250_000
 
@@ -46,8 +49,13 @@ def _config(images: int, synthesis: int = 0) -> MixConfig:
     )
 
 
-def _worker_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that over fork + exec, so a spawned
+    worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def build_rate(images: int, workers: int, scratch: Path) -> dict:
@@ -61,7 +69,7 @@ def build_rate(images: int, workers: int, scratch: Path) -> dict:
         start = time.perf_counter()
         summary = build_shards(_config(images), out, scheduler=cluster.scheduler_address)
         seconds = time.perf_counter() - start
-        peaks = sorted(client.run(_worker_peak_rss_mb).values())
+        peaks = sorted(client.run(_peak_rss_mb).values())
     shutil.rmtree(out)
     done = summary.samples + summary.rejected
     return {"images": images, "workers": workers, "samples": done, "seconds": round(seconds, 2),
@@ -132,10 +140,10 @@ def markdown(results: dict) -> str:
         f"- planning a 680k mix ({results['plan']['samples']} samples, {results['plan']['shards']} shards of 256 MB): "
         f"{results['plan']['seconds']} s, driver RSS +{results['plan']['rss_growth_mb']} MB (the plan is the only "
         "per-sample state the driver holds)",
-        f"- driver peak RSS over all runs: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
+        f"- driver peak RSS over the four builds: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
         f"{rows[0]['cluster_start_s']} s",
         f"- in-process cost per sample: augmented copy {costs['augment']} ms, face-profiling view "
-        f"{costs['synthesis']} ms (ingest included in both)",
+        f"{costs['synthesis']} ms (ingest included in both; one BLAS thread, as in the Dask workers)",
         f"- extrapolated 680k mix (430k real + 250k synthetic, the synthetic cost ratio "
         f"{ex['synthetic_cost_ratio']:.2f}): {ex['hours_measured_workers']:.1f} h with {ex['workers']} workers here, "
         f"{ex['hours_16_workers']:.1f} h with 16 workers if each keeps the per-worker rate measured at "
@@ -153,9 +161,10 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    plan = plan_680k()
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
         builds = [build_rate(size, w, Path(scratch)) for size in args.sizes for w in args.workers]
+    driver_peak = _peak_rss_mb()
+    plan = plan_680k()
     largest = [r for r in builds if r["images"] == max(args.sizes)]
     rate = {r["workers"]: r["samples_per_s"] for r in largest}
     scaling = rate[max(rate)] / rate[min(rate)]
@@ -175,7 +184,7 @@ def main() -> None:
         "builds": builds,
         "scaling": scaling,
         "stage_ms": costs,
-        "driver_peak_rss_mb": _worker_peak_rss_mb(),
+        "driver_peak_rss_mb": driver_peak,
         "extrapolation": {
             "synthetic_cost_ratio": ratio,
             "workers": max(rate),
