@@ -30,9 +30,8 @@ SERVICES = ("worker", "server")  # stop order: the worker first, it reports to t
 
 
 def prefect_env(home: Path, port: int) -> dict[str, str]:
-    """The environment of every Prefect process of this project: its home, its server, telemetry off."""
+    """The settings of every Prefect process of this project: its home, its server, telemetry off, no UI."""
     return {
-        **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -67,8 +66,10 @@ def running(home: Path, name: str) -> int | None:
 
 
 def _spawn(home: Path, name: str, cmd: list[str], env: dict[str, str]) -> int:
-    log = (home / f"{name}.log").open("ab")
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with (home / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     _pid_file(home, name).write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -107,8 +108,9 @@ def start(home: Path, port: int, pool: str = POOL, limit: int = 1) -> dict[str, 
     for name in SERVICES:
         if running(home, name):
             raise RuntimeError(f"{name} already running (pid file {_pid_file(home, name)}); stop it first")
-    env = prefect_env(home, port)
-    pids = {"server": _spawn(home, "server", _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port)), env)}
+    env = {**os.environ, **prefect_env(home, port)}
+    server = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
+    pids = {"server": _spawn(home, "server", server, env)}
     try:
         wait_healthy(port)
         subprocess.run(
@@ -168,9 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             pid = running(home, name)
             print(f"{name}: {'running, pid ' + str(pid) if pid else 'not running'}")
     else:
-        env = prefect_env(home, args.port)
-        keys = ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_UI_ENABLED")
-        print("\n".join(f"export {key}={env[key]}" for key in keys))
+        print("\n".join(f"export {key}={value}" for key, value in prefect_env(home, args.port).items()))
 
 
 if __name__ == "__main__":

@@ -84,11 +84,13 @@ def retrain(out: Path, train: str) -> FlowRun:
 
 def artifacts(run: FlowRun) -> dict[str, str]:
     """The artifacts that `run` itself created, by key."""
+    own = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        found = client.read_artifacts(artifact_filter=own)
     return {artifact.key: artifact.data for artifact in found}
 
 
+@pytest.mark.slow
 def test_deploy_schedule_and_two_retrain_runs(deployed: dict[str, str], tmp_path: Path) -> None:
     with get_client(sync_client=True) as client:
         names = {deployment.name for deployment in client.read_deployments()}

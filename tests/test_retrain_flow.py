@@ -172,7 +172,13 @@ def test_a_failed_stage_fails_the_run_and_records_nothing(
     [(0, 2, 1, 2, False), (0, 2, 0, 2, True), (0, 2, 2, 20, True), (0, 2, 3, 20, False), (0, 2, None, 2, True)],
 )
 def test_evaluation_images_must_be_held_out(
-    tmp_path: Path, source: Path, train_fold: int, train_folds: int, eval_fold: int | None, eval_folds: int, overlap: bool
+    tmp_path: Path,
+    source: Path,
+    train_fold: int,
+    train_folds: int,
+    eval_fold: int | None,
+    eval_folds: int,
+    overlap: bool,
 ) -> None:
     src = {"kind": "aflw2000_3d", "root": str(source), "fold": train_fold, "n_folds": train_folds}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"name": "t", "sources": [src]}))
