@@ -75,7 +75,7 @@ def is_current(shard_dir: Path, mix: MixConfig, inputs: str) -> bool:
     if not path.is_file():
         return False
     manifest = json.loads(path.read_text())
-    return manifest["inputs"]["sha256"] == inputs and manifest["config"] == mix.model_dump(mode="json")
+    return manifest.get("inputs", {}).get("sha256") == inputs and manifest.get("config") == mix.model_dump(mode="json")
 
 
 def benchmark_name(benchmark: str, fold: int | None, n_folds: int) -> str:
@@ -201,7 +201,7 @@ def retrain_and_eval_flow(
         manifest_hash=read_dataset_info(shard_dir).manifest_hash,
         code_version=code_version(),
         benchmark=benchmark_name(benchmark, eval_fold, n_folds),
-        run_id=str(flow_run.get_id() or ""),
+        run_id=str(flow_run.get_id()),
     )
     decision = promote_task(str(registry_path), candidate)
     publish(decision, shard_dir, registry_path, rebuilt)
