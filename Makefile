@@ -13,7 +13,7 @@ export PREFECT_UI_ENABLED                ?= false
 # glibc's default malloc thresholds make CPU training several times slower here.
 export GLIBC_TUNABLES                    ?= glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967296
 
-.PHONY: install demo test server worker deploy bench clean
+.PHONY: install demo test server worker deploy services services-stop bench clean
 
 install: $(STAMP)
 
@@ -35,7 +35,14 @@ server: $(STAMP)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 worker: $(STAMP)
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool r3fa-process --type process
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool r3fa-process --type process --limit 1
+
+# server + worker in the background (pid files and logs under $(PREFECT_HOME)); see docs/team.md
+services: $(STAMP)
+	$(PY) scripts/prefect_services.py start
+
+services-stop: $(STAMP)
+	$(PY) scripts/prefect_services.py stop
 
 deploy: $(STAMP)
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect --no-prompt deploy --all
