@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every benchmark once, one after another (they share the machine's cores; never run them in parallel).
+# Results go to stdout; the tables in docs/benchmarks.md were made by these commands (see each section there).
+# Usage: bash bench/run_all.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967296}
+quick=${1:-}
+
+echo "## $(date -u +%FT%TZ) on $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores)"
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name --format=csv,noheader; else echo "no GPU"; fi
+
+echo "### models";     $PY bench/bench_models.py ${quick:+--quick}
+echo "### training";   $PY bench/bench_train.py
+echo "### loaders";    $PY bench/bench_loaders.py
+echo "### profiling";  $PY bench/bench_profiling.py --sources ${quick:+20}${quick:-100}
+echo "### build";      $PY bench/bench_build.py
+echo "### agreement";  $PY bench/profiling_agreement.py ${quick:+--every 20}
