@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967296}
 quick=${1:-}
+sources=100; every=5
+if [ -n "$quick" ]; then sources=20; every=20; fi
 
 echo "## $(date -u +%FT%TZ) on $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores)"
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name --format=csv,noheader; else echo "no GPU"; fi
@@ -14,6 +16,6 @@ if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name --for
 echo "### models";     $PY bench/bench_models.py ${quick:+--quick}
 echo "### training";   $PY bench/bench_train.py
 echo "### loaders";    $PY bench/bench_loaders.py
-echo "### profiling";  $PY bench/bench_profiling.py --sources ${quick:+20}${quick:-100}
+echo "### profiling";  $PY bench/bench_profiling.py --sources $sources
 echo "### build";      $PY bench/bench_build.py
-echo "### agreement";  $PY bench/profiling_agreement.py ${quick:+--every 20}
+echo "### agreement";  $PY bench/profiling_agreement.py --every $every
