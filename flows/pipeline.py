@@ -44,7 +44,7 @@ class PipelineConfig(BaseModel):
     out_dir: Path = Path("runs/demo")
     mix: Path = Path("configs/mix/demo.yaml")
     train: Path = Path("configs/train/demo.yaml")
-    build_workers: int = Field(2, ge=1)
+    build_workers: int = Field(2, ge=0)  # Dask LocalCluster workers of the shard build (0: in this process)
     benchmark: str = "aflw2000-3d"
     n_folds: int = Field(2, ge=2)
     eval_fold: int = Field(1, ge=0)
