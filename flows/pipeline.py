@@ -104,22 +104,23 @@ def pipeline_flow(config: str = "configs/demo.yaml") -> dict[str, Any]:
 
     fold = {"fold": cfg.eval_fold, "n_folds": cfg.n_folds, "batch_size": cfg.eval_batch_size}
     peer = str(data_root() / cfg.peer_checkpoint)
-    mean_dir, peer_fold_dir = eval_dir / "mean-params-fold", eval_dir / "peer-fold"
+    runs = {
+        "model, fold": eval_dir / "model-fold",
+        "mean params, fold": eval_dir / "mean-params-fold",
+        "peer, fold": eval_dir / "peer-fold",
+        "peer, full": eval_dir / "peer-full",
+    }
     mean_report = mean_params_task(
-        str(shard_dir), cfg.benchmark, cfg.eval_fold, cfg.n_folds, str(mean_dir), "mean parameters (training set)"
-    )
-    peer_fold = evaluate_flow(peer, None, cfg.benchmark, str(peer_fold_dir), label=cfg.peer_label, **fold)
+        str(shard_dir), cfg.benchmark, cfg.eval_fold, cfg.n_folds, str(runs["mean params, fold"]),
+        "mean parameters (training set)",
+    )  # fmt: skip
+    peer_fold = evaluate_flow(peer, None, cfg.benchmark, str(runs["peer, fold"]), label=cfg.peer_label, **fold)
     ours = evaluate_flow(
-        trained["model_path"],
-        None,
-        cfg.benchmark,
-        str(eval_dir / "model-fold"),
-        label=cfg.model_label,
-        compare_with=[str(mean_dir), str(peer_fold_dir)],
-        **fold,
-    )
+        trained["model_path"], None, cfg.benchmark, str(runs["model, fold"]), label=cfg.model_label,
+        compare_with=[str(runs["mean params, fold"]), str(runs["peer, fold"])], **fold,
+    )  # fmt: skip
     peer_full = evaluate_flow(
-        peer, None, cfg.benchmark, str(eval_dir / "peer-full"), batch_size=cfg.eval_batch_size, label=cfg.peer_label
+        peer, None, cfg.benchmark, str(runs["peer, full"]), batch_size=cfg.eval_batch_size, label=cfg.peer_label
     )
 
     reports = [ours["report"], mean_report, peer_fold["report"], peer_full["report"]]
@@ -140,8 +141,6 @@ def pipeline_flow(config: str = "configs/demo.yaml") -> dict[str, Any]:
     ]
     for note in notes:
         print(note)
-    runs = {"model, fold": eval_dir / "model-fold", "mean params, fold": mean_dir, "peer, fold": peer_fold_dir}
-    runs["peer, full"] = eval_dir / "peer-full"
     artifacts = {
         "pipeline config": str(out / "config.resolved.yaml"),
         "shards": str(shard_dir),
