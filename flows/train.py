@@ -1,7 +1,7 @@
 """Prefect flow `train`: runs the training engine (`r3fa.training.fit`) and publishes its metrics.
 
-The flow is thin on purpose: the engine already checkpoints and resumes, so the task retries with
-`resume=True` and a retry continues from the last step checkpoint instead of starting over. Training writes
+The flow is thin on purpose: the engine already checkpoints and resumes, so a retry of the task continues
+from the last step checkpoint instead of starting over (even when the first attempt was asked to start afresh). Training writes
 files, so the task never uses Prefect's result cache (NO_CACHE). Artifacts: a progress artifact updated per
 epoch, the per-epoch metrics table and a summary of where the model is.
 """
@@ -20,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from r3fa.config import load_config
 from r3fa.train_config import TrainConfig
@@ -34,7 +35,8 @@ def _rounded(record: dict[str, Any]) -> dict[str, Any]:
 def fit_task(
     cfg: TrainConfig, shard_dir: str, out_dir: str, resume: bool, progress: bool, init_from: str | None
 ) -> FitResult:
-    """One call of the engine; a retry resumes from the run's last checkpoint."""
+    """One call of the engine; a retry always resumes from the checkpoints of the failed attempt."""
+    resume = resume or task_run.run_count > 1
     progress_id = create_progress_artifact(progress=0.0, key="train-progress", description=f"training {out_dir}")
 
     def on_epoch_end(record: dict[str, Any]) -> None:
