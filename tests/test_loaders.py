@@ -189,3 +189,19 @@ def test_ranks_get_the_same_samples_from_either_loader_and_equal_steps(shard_dir
         per_kind[kind] = [{k for b in rank for k in b["keys"]} for rank in batches]
     assert per_kind["dali"] == per_kind["torch"]
     assert set().union(*per_kind["dali"]) == set(rows["train"])
+
+
+def test_fallback_workers_survive_a_prefect_flow_in_the_same_process(shard_dir: Path, rows) -> None:
+    """Training flows run the loader inside Prefect: its after-fork state must not kill forked workers."""
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    @flow
+    def one_step() -> int:
+        return len(_epoch(shard_dir, "torch", num_threads=2))
+
+    with prefect_test_harness(server_startup_timeout=60):
+        inside = one_step()
+    after = _by_key(_epoch(shard_dir, "torch", num_threads=2))
+    assert inside == len(create_loader(shard_dir, "train", 8, kind="torch"))
+    assert set(after) <= set(rows["train"]) and len(after) == inside * 8

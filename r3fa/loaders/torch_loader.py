@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,17 @@ Sample = dict[str, Any]
 # "spawn", and spawned workers re-import torch (seconds per epoch, since a loader lives for one epoch). The
 # workers only decode JPEGs into CPU tensors and never touch CUDA, which is what makes forking safe.
 _WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _forget_parent_exit_hooks(_worker_id: int) -> None:
+    """A forked worker must not run the thread-exit hooks it inherited from its parent.
+
+    Prefect 3.8's queue services register one in the parent and reset their state after a fork, so in the
+    child the hook fails an assertion when the worker exits: inside a Prefect flow (or after any flow ran
+    in the process) every worker would end with exit code 1 and DataLoader would raise at the end of an
+    epoch. The workers only decode JPEGs; the parent's services are the parent's to drain.
+    """
+    threading._threading_atexits.clear()  # noqa: SLF001 (no public API to unregister)
 
 
 def _rank_samples(plan: EpochPlan) -> Iterator[Sample]:
@@ -159,6 +171,7 @@ class TorchLoader:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None,
             multiprocessing_context=_WORKER_START if workers else None,
+            worker_init_fn=_forget_parent_exit_hooks if workers else None,
         )
         for batch in loader:
             if self.device.type != "cpu":
