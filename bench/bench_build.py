@@ -11,7 +11,7 @@ Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JP
    mix (430k real + 250k synthetic) can be extrapolated from the measured rate and scaling.
 
 Example:
-    .venv/bin/python bench/bench_build.py --sizes 150 600 --workers 1 2 --markdown docs/bench_parts/build.md
+    .venv/bin/python bench/bench_build.py --sizes 150 600 --workers 1 2 --markdown /tmp/build.md
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def plan_680k() -> dict:
 
 
 def markdown(results: dict) -> str:
-    """The results as the docs/bench_parts/build.md section."""
+    """The results as the build section of docs/benchmarks.md."""
     rows = results["builds"]
     lines = [
         "## Shard builder: throughput, scaling, memory",
