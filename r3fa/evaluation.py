@@ -260,8 +260,19 @@ def write_overlay(
         tiles.append(draw_landmarks(tile, pred * OVERLAY_SCALE, color=PRED_COLOUR))
         captions.append(f"{Path(benchmark.names[i]).stem} {errors[i] * 100:.2f}%")
     sheet = contact_sheet(tiles, ncols=count, captions=captions)
-    cv2.imwrite(str(path), sheet)
+    cv2.imwrite(str(path), np.vstack([_legend(sheet.shape[1]), sheet]))
     return Path(path)
+
+
+def _legend(width: int) -> np.ndarray:
+    """A strip naming the colours and rows of the best/worst sheet."""
+    strip = np.zeros((28, width, 3), np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(strip, "predicted", (8, 20), font, 0.6, PRED_COLOUR, 1, cv2.LINE_AA)
+    cv2.putText(strip, "ground truth", (110, 20), font, 0.6, GT_COLOUR, 1, cv2.LINE_AA)
+    cv2.putText(strip, "top row: best images, bottom row: worst (per-image NME)", (250, 20), font, 0.6,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    return strip
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, np.ndarray]:
