@@ -34,7 +34,13 @@ def _counts_table(title: str, counts: dict[tuple, int], columns: list[str]) -> T
     return table
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "r3fa shards build configs/mix/demo.yaml --out runs/shards/demo --workers 2\n\n"
+    "r3fa shards build configs/mix/paper-680k.yaml --out /data/shards/paper --scheduler tcp://10.0.0.5:8786\n\n"
+    "Killed or failed? Run the same command again: finished shards are kept, the rest is rebuilt, and the result "
+    "is byte-identical to an uninterrupted build."
+)
 def build(
     config: Path = typer.Argument(..., help="mix config YAML (configs/mix/*.yaml)"),
     out: Path = typer.Option(..., "--out", help="shard-set folder (created; an existing build is resumed)"),
@@ -74,7 +80,7 @@ def build(
                   f"rejected {summary.rejected} (rejected.parquet)")  # fmt: skip
 
 
-@app.command()
+@app.command(epilog="Example: r3fa shards verify runs/shards/demo  (exit 1 and a list of mismatches if anything differs)")
 def verify(out: Path = typer.Argument(..., help="shard-set folder")) -> None:
     """Re-hash every tar and cross-check tar, DALI index, Parquet and manifest; exit 1 on any mismatch."""
     from pipelines.verify import verify_shard_set
@@ -88,7 +94,7 @@ def verify(out: Path = typer.Argument(..., help="shard-set folder")) -> None:
     console.print(f"[green]{out}: OK")
 
 
-@app.command()
+@app.command(epilog="Example: r3fa shards inspect runs/shards/demo --sheet sheet.png --n 24")
 def inspect(
     out: Path = typer.Argument(..., help="shard-set folder"),
     sheet: Path | None = typer.Option(None, "--sheet", help="write a contact sheet of random samples (PNG)"),
