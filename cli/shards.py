@@ -37,7 +37,7 @@ def _counts_table(title: str, counts: dict[tuple, int], columns: list[str]) -> T
 @app.command(
     epilog="Examples:\n\n"
     "r3fa shards build configs/mix/demo.yaml --out runs/shards/demo --workers 2\n\n"
-    "r3fa shards build configs/mix/paper-680k.yaml --out /data/shards/paper --scheduler tcp://10.0.0.5:8786\n\n"
+    "r3fa shards build configs/mix/paper-680k.yaml --out /data/shards/paper --scheduler tcp://SCHEDULER_HOST:8786\n\n"
     "Killed or failed? Run the same command again: finished shards are kept, the rest is rebuilt, and the result "
     "is byte-identical to an uninterrupted build."
 )
