@@ -19,6 +19,7 @@ skipped batches once (about a second per 7,000 images on two CPU threads, much l
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from r3fa.loaders.shardset import (
     PIXEL_SCALE,
     SHUFFLE_BUFFER,
     EpochPlan,
+    PlannedEpoch,
     empty_batch,
     key_from_member,
 )
@@ -97,32 +99,14 @@ def _keys(source_info: torch.Tensor) -> list[str]:
     return [key_from_member(row.tobytes().rstrip(b"\0").decode()) for row in rows]
 
 
-class DaliLoader:
+@dataclass
+class DaliLoader(PlannedEpoch):
     """One rank's epoch through a DALI pipeline (see the module docstring)."""
 
-    def __init__(
-        self,
-        plan: EpochPlan,
-        *,
-        start_step: int,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        augment: bool,
-        num_threads: int,
-        drop_last: bool,
-    ) -> None:
-        self.plan = plan
-        self.start_step = start_step
-        self.rank = rank
-        self.world_size = world_size
-        self.device = device
-        self.augment = augment
-        self.num_threads = num_threads
-        self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        return self.plan.steps
+    rank: int
+    world_size: int
+    num_threads: int
+    drop_last: bool
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.start_step >= self.plan.steps:

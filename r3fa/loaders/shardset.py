@@ -90,6 +90,20 @@ class EpochPlan:
     augment_seed: int
 
 
+@dataclass
+class PlannedEpoch:
+    """What every loader holds: one rank's epoch plan, the step to start from, where batches go, and
+    whether to apply the online augmentations. Iterating yields `plan.steps - start_step` batches."""
+
+    plan: EpochPlan
+    start_step: int
+    device: torch.device
+    augment: bool
+
+    def __len__(self) -> int:
+        return self.plan.steps
+
+
 def read_shards(shard_dir: Path, split: str) -> list[Shard]:
     """The complete shards of `split`, in the manifest's order.
 

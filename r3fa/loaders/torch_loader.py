@@ -17,6 +17,7 @@ import multiprocessing
 import random
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -34,6 +35,7 @@ from r3fa.loaders.shardset import (
     PIXEL_SCALE,
     SHUFFLE_BUFFER,
     EpochPlan,
+    PlannedEpoch,
     derive_seed,
     empty_batch,
 )
@@ -149,18 +151,11 @@ class _EpochBatches(IterableDataset):
             step += 1
 
 
-class TorchLoader:
+@dataclass
+class TorchLoader(PlannedEpoch):
     """One rank's epoch through `webdataset` + `DataLoader` (see the module docstring)."""
 
-    def __init__(self, plan: EpochPlan, *, start_step: int, device: torch.device, augment: bool, num_workers: int):
-        self.plan = plan
-        self.start_step = start_step
-        self.device = device
-        self.augment = augment
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return self.plan.steps
+    num_workers: int
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         workers = min(self.num_workers, max(self.plan.steps - self.start_step, 0))
