@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pipelines.files import TMP_SUFFIX
+from r3fa.atomic import TMP_SUFFIX
 from pipelines.manifest import REJECTED_FILE, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import Plan, ShardSpec, make_plan

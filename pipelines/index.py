@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.files import write_bytes_atomic
+from r3fa.atomic import write_bytes_atomic
 
 INDEX_VERSION = "v1.2"
 

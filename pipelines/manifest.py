@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.files import write_bytes_atomic
+from r3fa.atomic import write_bytes_atomic
 from pipelines.mix import MixConfig
 from pipelines.plan import Plan
 from pipelines.shard import ShardFiles, read_done

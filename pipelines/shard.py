@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.files import write_bytes_atomic
+from r3fa.atomic import write_bytes_atomic
 from pipelines.mix import MixConfig
 from pipelines.plan import ShardSpec
 from pipelines.samples import make_samples

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.files import atomic_writer
+from r3fa.atomic import atomic_writer
 from r3fa.paths import PROJECT_ROOT
 from r3fa.records import Rejection, SampleRecord
 

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 from types import TracebackType
 
-from pipelines.files import TMP_SUFFIX, fsync_dir
+from r3fa.atomic import TMP_SUFFIX, fsync_dir
 from pipelines.index import Member, write_index
 
 HEADER_SIZE = tarfile.BLOCKSIZE  # a ustar member without extended headers has one 512-byte header

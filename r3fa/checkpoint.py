@@ -8,12 +8,12 @@ Training checkpoints add `train_state` (optimiser, scheduler, loader position, e
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from r3fa.atomic import atomic_writer
 from r3fa.crop import CropConvention
 from r3fa.params import Whitening
 
@@ -41,15 +41,9 @@ def model_payload(
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write `payload` to `path` atomically: temporary file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
+    with atomic_writer(path) as fh:
         torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

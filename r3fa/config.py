@@ -6,12 +6,13 @@ this module is the one place that reads and writes them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel
+
+from r3fa.atomic import write_text_atomic
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -28,9 +29,4 @@ def load_config(path: str | Path, model: type[ConfigT], **overrides: object) -> 
 
 def write_resolved(config: BaseModel, out_dir: str | Path, name: str = "config.resolved.yaml") -> Path:
     """Write the fully resolved config as YAML into `out_dir` (atomically)."""
-    out = Path(out_dir) / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(Path(out_dir) / name, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

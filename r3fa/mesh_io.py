@@ -6,10 +6,11 @@ opens them. Vertices are `(3, N)` as everywhere in r3fa; triangles `(T, 3)` 0-ba
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from r3fa.atomic import write_text_atomic
 
 
 def write_obj(path: str | Path, vertices: np.ndarray, triangles: np.ndarray) -> Path:
@@ -29,13 +30,8 @@ def write_obj(path: str | Path, vertices: np.ndarray, triangles: np.ndarray) -> 
         raise ValueError(f"vertices must be (3, N), got {v.shape}")
     if f.ndim != 2 or f.shape[1] != 3 or (f.size and (f.min() < 0 or f.max() >= v.shape[1])):
         raise ValueError(f"triangles must be (T, 3) indices below {v.shape[1]}, got shape {f.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v.T] + [f"f {a} {b} {c}" for a, b, c in f + 1]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

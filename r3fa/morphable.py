@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from r3fa.atomic import atomic_writer
 from r3fa.params import EXP_DIM, SHAPE_DIM, exp_coeffs, pose_matrix, shape_coeffs
 from r3fa.paths import cache_root, data_root
 from r3fa.safe_pickle import load_numeric_pickle
@@ -85,15 +84,8 @@ class MorphableModel:
         )
         if self.triangles is not None:
             arrays["triangles"] = self.triangles
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; assets are shared read-only files
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_writer(path) as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from r3fa.atomic import write_text_atomic
 
 METRIC = "mean"  # the bins' "mean" entry of nme.json, in percent
 
@@ -65,15 +66,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, content: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
-        json.dump(content, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def judge(candidate: Candidate, promoted: dict | None) -> tuple[bool, str]:
     """Whether `candidate` should replace `promoted` (lower mean NME on the same benchmark wins)."""
     if promoted is None:
@@ -97,5 +89,5 @@ def promote_if_better(registry_path: str | Path, candidate: Candidate) -> Decisi
         registry["history"].append({**entry, "decision": "promoted" if promoted else "rejected", "reason": reason})
         if promoted:
             registry["promoted"] = entry
-        _write_atomic(path, registry)
+        write_text_atomic(path, json.dumps(registry, indent=2))
     return Decision(promoted, reason, candidate, previous)

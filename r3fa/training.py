@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from r3fa import losses, models
+from r3fa.atomic import write_text_atomic
 from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from r3fa.config import load_config, write_resolved
 from r3fa.crop import CropConvention
@@ -284,13 +286,11 @@ METRIC_COLUMNS = (
 
 def write_metrics(history: list[dict[str, Any]], path: Path) -> Path:
     """Write the per-epoch history as CSV (atomically; the whole file each time, so resume never duplicates)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return write_text_atomic(path, text.getvalue())
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:

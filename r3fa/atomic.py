@@ -1,0 +1,61 @@
+"""Crash-safe file writing: every file the project writes appears complete or not at all.
+
+Write under a unique temporary name in the target's folder (`<name>.<random>.tmp`), fsync it, rename it over
+the target, fsync the folder. A killed writer leaves only `*.tmp` files behind (the shard builder removes them
+on resume, `TMP_SUFFIX`); two writers of the same path never share a temporary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename is durable only after this)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary beside `path` for binary writing; on a clean exit fsync it and rename it to `path`.
+
+    The parent folder is created if needed. On an exception the temporary file is removed and `path` is left
+    as it was. The file gets mode 0644 (temporaries are created 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=TMP_SUFFIX)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return write_bytes_atomic(path, text.encode())
