@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from r3fa.crop import CROP_SIZE, CropConvention, crop_to_image
+from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, posed_vertices
 from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_from_pose_para, pose_matrix
 
@@ -92,9 +93,9 @@ def refit_coefficients(
 
 
 def landmark_nme(pred_xy: np.ndarray, gt_xy: np.ndarray) -> np.ndarray:
-    """Mean 2D point error over sqrt(w * h) of the ground-truth landmarks' box; `(..., 2, N)` -> `(...)`."""
-    pred_xy = np.asarray(pred_xy, np.float64)[..., :2, :]
-    gt_xy = np.asarray(gt_xy, np.float64)[..., :2, :]
-    w = gt_xy[..., 0, :].max(-1) - gt_xy[..., 0, :].min(-1)
-    h = gt_xy[..., 1, :].max(-1) - gt_xy[..., 1, :].min(-1)
-    return np.linalg.norm(pred_xy - gt_xy, axis=-2).mean(-1) / np.sqrt(w * h)
+    """`r3fa.metrics.nme` with the ground truth's box normaliser, for any leading shape: `(..., 2|3, N)` -> `(...)`."""
+    pred = np.asarray(pred_xy, np.float64)
+    gt = np.asarray(gt_xy, np.float64)
+    flat_pred = pred.reshape(-1, *pred.shape[-2:])
+    flat_gt = gt.reshape(-1, *gt.shape[-2:])
+    return nme(flat_pred, flat_gt, box_normaliser(flat_gt)).reshape(gt.shape[:-2])
