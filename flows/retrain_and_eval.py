@@ -43,7 +43,7 @@ from flows.train import train_flow
 from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import make_plan
-from r3fa.evaluation import code_version
+from r3fa.provenance import code_version
 from r3fa.paths import PROJECT_ROOT
 from r3fa.promotion import Candidate, Decision, promote_if_better, read_registry
 from r3fa.training import read_dataset_info

@@ -25,7 +25,7 @@ from pipelines.mix import MixConfig
 from pipelines.plan import Plan
 from pipelines.shard import ShardFiles, read_done
 from pipelines.tables import schema_version
-from r3fa.evaluation import code_version
+from r3fa.provenance import code_version
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.params import PARAM_DIM, Whitening
 from r3fa.paths import PROJECT_ROOT, data_root
@@ -54,7 +54,7 @@ def inputs_hash(items: Sequence[SourceItem]) -> tuple[str, int]:
 
 def build_code_version() -> str:
     """The code version recorded in the manifest: `$R3FA_CODE_VERSION` when set (reproducible builds, as
-    SOURCE_DATE_EPOCH for timestamps), else `r3fa.evaluation.code_version()` (version + commit + dirty)."""
+    SOURCE_DATE_EPOCH for timestamps), else `r3fa.provenance.code_version()` (version + commit + dirty)."""
     return os.environ.get("R3FA_CODE_VERSION") or code_version()
 
 

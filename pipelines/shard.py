@@ -23,7 +23,7 @@ from pipelines.plan import ShardSpec
 from pipelines.samples import make_samples
 from pipelines.tables import augment_json, rejection_row, sample_row, write_table
 from pipelines.writer import ShardWriter
-from r3fa.evaluation import file_sha256
+from r3fa.provenance import file_sha256
 from r3fa.records import Rejection, SampleRecord
 
 PARTS_DIR = "parts"

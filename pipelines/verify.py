@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipelines.index import Member, format_index
 from pipelines.manifest import MANIFEST_VERSION
 from pipelines.shard import IMAGE_EXT, LANDMARKS_EXT, PARAMS_EXT, ShardFiles, read_done
-from r3fa.evaluation import file_sha256
+from r3fa.provenance import file_sha256
 
 
 def _tar_samples(path: Path) -> Iterator[tuple[str, list[Member], dict[str, bytes]]]:

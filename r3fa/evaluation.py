@@ -19,9 +19,7 @@ whitening and crop convention). `MeanParamsPredictor` is the floor every model m
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import r3fa
 from r3fa.benchmarks import Benchmark
 from r3fa.crop import CropConvention, image_to_crop
 from r3fa.draw import contact_sheet, draw_landmarks
@@ -41,7 +38,7 @@ from r3fa.labels import landmarks_in_image
 from r3fa.metrics import BIN_NAMES, BinSummary, auc, nme, summarise, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
 from r3fa.params import Whitening
-from r3fa.paths import PROJECT_ROOT
+from r3fa.provenance import code_version, file_sha256
 from r3fa.report import markdown_table, plot_ced
 
 NME_SCHEMA = "r3fa-nme-v1"
@@ -104,33 +101,6 @@ class EvalResult:
     def summary(self) -> dict:
         """The `bins` block: `0-30`, `30-60`, `60-90`, `mean`, `std` in percent."""
         return self.report["bins"]
-
-
-def code_version() -> str:
-    """`r3fa` version plus the git commit of the working tree (`-dirty` if it has changes), when known."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return r3fa.__version__
-    return f"{r3fa.__version__}+g{head}{'-dirty' if dirty else ''}"
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def predict_landmarks(

@@ -49,7 +49,7 @@ from r3fa.atomic import write_text_atomic
 from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from r3fa.config import load_config, write_resolved
 from r3fa.crop import CropConvention
-from r3fa.evaluation import code_version
+from r3fa.provenance import code_version
 from r3fa.loaders import create_loader
 from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
