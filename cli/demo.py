@@ -15,17 +15,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from r3fa.paths import PROJECT_ROOT
+from flows.settings import DEFAULT_HOME, prefect_settings
 from r3fa.report import COLUMNS, table_rows
 
 
 def _prefect_environment() -> None:
     """Project-local Prefect home, no telemetry, and the embedded backend unless a server is configured."""
-    home = Path(os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / "runs" / "prefect")))
+    home = Path(os.environ.get("PREFECT_HOME", DEFAULT_HOME))
     home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level (its SQLite file lives here)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    for name, value in prefect_settings(home).items():
+        os.environ.setdefault(name, value)
 
 
 def nme_table(reports: list[dict]) -> Table:

@@ -24,20 +24,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from flows.settings import DEFAULT_HOME, prefect_settings
+from r3fa.paths import PROJECT_ROOT
+
 POOL = "r3fa-process"
 SERVICES = ("worker", "server")  # stop order: the worker first, it reports to the server
 
 
 def prefect_env(home: Path, port: int) -> dict[str, str]:
-    """The settings of every Prefect process of this project: its home, its server, telemetry off, no UI."""
-    return {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": "false",
-    }
+    """The project's Prefect settings (`flows.settings`) for a process that talks to the server on `port`."""
+    return prefect_settings(home, f"http://127.0.0.1:{port}/api")
 
 
 def _prefect(*args: str) -> list[str]:
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: `start`, `stop`, `status` or `env` (shell exports for talking to the server)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
-    parser.add_argument("--home", type=Path, default=PROJECT_ROOT / "runs" / "prefect", help="PREFECT_HOME")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME")
     parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1")
     parser.add_argument("--pool", default=POOL, help="process work pool of the worker")
     parser.add_argument("--limit", type=int, default=1, help="flow runs the worker runs at once")
