@@ -26,6 +26,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from r3fa.io import decode_image
 from r3fa.loaders.shardset import (
     AUGMENT,
     IMAGE_EXT,
@@ -109,7 +110,7 @@ def _decode_batch(samples: list[Sample], rng: np.random.Generator | None) -> dic
     """Decode one batch: OpenCV JPEG decode (BGR), optional augmentation, normalisation; labels as stored."""
     images = []
     for s in samples:
-        image = cv2.imdecode(np.frombuffer(s[IMAGE_EXT], np.uint8), cv2.IMREAD_COLOR)
+        image = decode_image(s[IMAGE_EXT], s["__key__"])
         images.append(_augment(image, rng) if rng is not None else image.astype(np.float32))
     image = (np.stack(images).transpose(0, 3, 1, 2) - PIXEL_MEAN) / PIXEL_SCALE
     return {
