@@ -1,5 +1,6 @@
-"""Both training loaders over shards made by the builder: same samples, labels as stored, images within the JPEG
-decoders' tolerance, deterministic order, exact resume, and ranks that split an epoch without overlap."""
+"""Both training loaders over shards made by the builder: same batches (keys in the canonical order), labels as
+stored, images within the JPEG decoders' tolerance (online jitter included), deterministic order, exact resume,
+and ranks that split an epoch without overlap."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 
 from r3fa import loaders
 from r3fa.loaders import create_loader
-from r3fa.loaders.shardset import key_from_member, rank_range, read_shards, steps_per_epoch
+from r3fa.loaders.jitter import OnlineJitter
+from r3fa.loaders.shardset import read_shards
 from r3fa.loaders.dali import DaliLoader
 from r3fa.loaders.torch_loader import TorchLoader
 
@@ -25,6 +27,8 @@ KINDS = ["dali", "torch"]
 # The bound leaves room for other decoders (nvJPEG on a GPU): per image, 0-255 units.
 MEAN_ABS_TOL = 1.5
 MAX_ABS_TOL = 20.0
+# The online jitter on identical decoded pixels (CPU here): float32 rounding only (measured max 1e-4).
+JITTER_ABS_TOL = 0.05
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +79,21 @@ def full_epochs(shard_dir: Path) -> dict[tuple[str, str], dict[str, dict[str, np
     }
 
 
+def test_both_loaders_serve_the_same_batches(shard_dir: Path) -> None:
+    keys = {kind: [b["keys"] for b in _epoch(shard_dir, kind, seed=4, epoch=2)] for kind in KINDS}
+    assert keys["dali"] == keys["torch"] and len(keys["dali"]) == 82 // 8
+
+
+@pytest.mark.parametrize("spec", [OnlineJitter(), OnlineJitter(blur_prob=1.0, noise_prob=1.0)])
+def test_online_jitter_is_the_same_maths_in_both_loaders(shard_dir: Path, spec: OnlineJitter) -> None:
+    dali, fallback = (_epoch(shard_dir, kind, augment=spec, seed=2, epoch=0, drop_last=False) for kind in KINDS)
+    plain = _epoch(shard_dir, "torch", seed=2, epoch=0, drop_last=False)
+    for a, b, p in zip(dali, fallback, plain, strict=True):
+        assert a["keys"] == b["keys"] == p["keys"]
+        assert (a["image"] - b["image"]).abs().max() * 128 < JITTER_ABS_TOL
+        assert (a["image"] - p["image"]).abs().amax(dim=(1, 2, 3)).min() * 128 > 1.0  # the jitter did act
+
+
 def test_both_loaders_yield_every_sample_once_with_stored_labels(full_epochs, rows) -> None:
     for (kind, split), samples in full_epochs.items():
         assert set(samples) == set(rows[split]), (kind, split)
@@ -109,6 +128,7 @@ def test_order_is_deterministic_per_seed_and_epoch_and_resumes_exactly(shard_dir
     assert len(first) == len(create_loader(shard_dir, "train", 8, kind=kind)) > 3
     assert _same(first, _epoch(shard_dir, kind, seed=3, epoch=1, augment=True))
     assert _same(first[3:], _epoch(shard_dir, kind, seed=3, epoch=1, augment=True, start_step=3))
+    assert _same(first[3:], _epoch(shard_dir, kind, seed=3, epoch=1, augment=True, start_sample=24))
     assert _epoch(shard_dir, kind, seed=3, epoch=1, start_step=len(first)) == []
     other = _epoch(shard_dir, kind, seed=3, epoch=2, augment=True)
     assert [b["keys"] for b in other] != [b["keys"] for b in first]
@@ -153,19 +173,6 @@ def test_two_ranks_cover_every_sample_exactly_once(shard_dir: Path, rows, kind: 
     assert dlen0 == dlen1 == len(dkeys0) == len(dkeys1) == (len(rows["train"]) // 2) // 8
     assert all(len(b) == 8 for b in dkeys0 + dkeys1)
     assert not set(sum(dkeys0, [])) & set(sum(dkeys1, []))
-
-
-def test_steps_are_equal_on_every_rank() -> None:
-    # 17 samples on 2 ranks: 8 and 9. Dropping: 1 step of 8; keeping all: 2 steps (rank 0's second is empty).
-    assert [rank_range(17, r, 2) for r in (0, 1)] == [(0, 8), (8, 17)]
-    assert steps_per_epoch(17, 8, 2, drop_last=True) == 1
-    assert steps_per_epoch(17, 8, 2, drop_last=False) == 2
-    assert steps_per_epoch(16, 8, 2, drop_last=False) == 1
-
-
-def test_keys_come_from_member_names_and_source_info() -> None:
-    assert key_from_member("/d/x-train-000001.tar:1536:abc_0001.jpg") == "abc_0001"
-    assert key_from_member("abc_0001.params.f32") == "abc_0001"
 
 
 def test_shard_list_comes_from_the_manifest(shard_dir: Path, rows) -> None:

@@ -1,9 +1,9 @@
 """Training loaders over a shard set: one factory, two implementations (DALI, and a PyTorch fallback).
 
 `create_loader` is the only entry point: the training config names a loader kind (`auto`, `dali`, `torch`)
-and the code never branches on it elsewhere. A loader is one rank's view of one epoch: iterating it yields
-the batches from `start_step` to the end of the epoch, and `len(loader)` is the number of steps of a whole
-epoch, the same on every rank. How ranks, seeds and steps are decided: `r3fa.loaders.shardset`.
+and the code never branches on it elsewhere. A loader is one rank's view of one epoch from a point on: iterating it
+yields the batches of the epoch's canonical order (`r3fa.loaders.order`) from `start_sample` to the end, and
+`len(loader)` is that number of batches, the same on every rank. What a rank reads: `r3fa.loaders.shardset`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from r3fa.loaders.jitter import OnlineJitter
 from r3fa.loaders.shardset import plan_epoch, read_shards
 
 LoaderKind = Literal["auto", "dali", "torch"]
@@ -22,7 +23,8 @@ LoaderKind = Literal["auto", "dali", "torch"]
 
 class Loader(Protocol):
     """Iterates dicts: `image` float32 (B,3,120,120) BGR normalised (x - 127.5) / 128, `params` float32 (B,62),
-    `landmarks` float32 (B,136), `keys` list[str]; `len()` = steps per epoch."""
+    `landmarks` float32 (B,136), `keys` list[str], `positions` list[int] (places in the epoch's canonical order);
+    `len()` = batches yielded."""
 
     def __len__(self) -> int: ...
 
@@ -46,64 +48,69 @@ def create_loader(
     kind: LoaderKind = "auto",
     seed: int = 0,
     epoch: int = 0,
+    start_sample: int | None = None,
     start_step: int = 0,
     rank: int = 0,
     world_size: int = 1,
     device: str | torch.device = "cpu",
-    augment: bool = False,
+    augment: bool | OnlineJitter = False,
     num_threads: int = 2,
     drop_last: bool = True,
+    shuffle: str = "global",
 ) -> Loader:
-    """A loader for one rank's share of one epoch of `split`.
+    """A loader for one rank's share of one epoch of `split`, from a point of the epoch's canonical order on.
 
     Args:
         shard_dir: a shard set written by `pipelines.build.build_shards` (needs `manifest.json`).
         split: "train" or "val".
-        batch_size: samples per batch on this rank.
-        kind: "dali", "torch", or "auto" (DALI if importable, else the PyTorch fallback).
-        seed: run seed; with `epoch` it fixes the order and the augmentations.
+        batch_size: samples per batch on this rank (a step consumes `batch_size * world_size` samples).
+        kind: "dali", "torch", or "auto" (DALI if importable, else the PyTorch fallback). Both give the same
+            batches (same keys, labels, jitter; pixels within the JPEG decoders' tolerance).
+        seed: run seed; with `epoch` it fixes the order and the online jitter.
         epoch: which epoch.
-        start_step: first step to yield; the batches are exactly those of an uninterrupted epoch from there on.
-        rank: this process's rank (DALI `shard_id`).
-        world_size: number of ranks (DALI `num_shards`); every rank gets the full shard list.
+        start_sample: global samples of this epoch already consumed (by any world size or loader kind): the
+            loader serves the canonical order from there on. Elastic, exact resume.
+        start_step: shorthand for `start_sample = start_step * batch_size * world_size` (same world size);
+            ignored when `start_sample` is given (clamped to the epoch's end).
+        rank: this process's rank.
+        world_size: number of ranks.
         device: where batches land; "cuda[:i]" also makes DALI decode on that GPU.
-        augment: apply the label-safe photometric augmentations (colour jitter, blur, noise).
+        augment: the online jitter (`r3fa.loaders.jitter`): True for the default `OnlineJitter()`, or a spec.
         num_threads: DALI CPU threads, or DataLoader workers for the fallback (0: decode in this process).
-        drop_last: drop each rank's incomplete tail (training); without it every sample is yielded exactly once
-            and the last batch may be partial, or empty on a rank with one sample fewer (validation).
+        drop_last: serve only full global batches (training; the epoch's tail is dropped); without it every
+            sample from `start_sample` on is served exactly once, the last batch partial or empty (validation).
+        shuffle: the epoch order's shuffle (`r3fa.loaders.order.SHUFFLES`).
 
     Returns:
-        A `Loader`.
+        A `Loader`; `len()` is the number of batches it yields.
 
     Raises:
-        ValueError: an unknown kind, or bad rank / batch size.
+        ValueError: an unknown kind or shuffle, or a bad rank, batch size or start.
+        UserError: no readable manifest, or a listed shard that is missing.
         ImportError: kind="dali" where DALI is not installed.
     """
     if kind not in ("auto", "dali", "torch"):
         raise ValueError(f"unknown loader kind {kind!r}: expected auto, dali or torch")
     device = torch.device(device)
+    jitter = OnlineJitter() if augment is True else augment or None
+    shards = read_shards(shard_dir, split)
+    if start_sample is None:
+        start_sample = min(start_step * batch_size * world_size, sum(s.count for s in shards))
     plan = plan_epoch(
-        read_shards(shard_dir, split),
+        shards,
         batch_size=batch_size,
         seed=seed,
         epoch=epoch,
+        start_sample=start_sample,
         rank=rank,
         world_size=world_size,
         drop_last=drop_last,
+        shuffle=shuffle,
     )
     if kind == "dali" or (kind == "auto" and dali_available()):
         from r3fa.loaders.dali import DaliLoader
 
-        return DaliLoader(
-            plan,
-            start_step=start_step,
-            rank=rank,
-            world_size=world_size,
-            device=device,
-            augment=augment,
-            num_threads=num_threads,
-            drop_last=drop_last,
-        )
+        return DaliLoader(plan, device, jitter, num_threads=num_threads)
     from r3fa.loaders.torch_loader import TorchLoader
 
-    return TorchLoader(plan, start_step=start_step, device=device, augment=augment, num_workers=num_threads)
+    return TorchLoader(plan, device, jitter, num_workers=num_threads)

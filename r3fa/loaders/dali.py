@@ -1,19 +1,18 @@
-"""The DALI loader: `fn.readers.webdataset` over the builder's tars and indices, JPEG decode on the GPU
-(`device="mixed"`) when training on CUDA and on the CPU otherwise (`device_id=None`), label-safe augmentations,
-normalisation, and `DALIGenericIterator(reader_name="Reader")` so that the epoch size is exact.
+"""The DALI loader: samples read by offset in an `fn.external_source` (`shardset.SampleReader`), JPEG decode on
+the GPU (`device="mixed"`) when training on CUDA and on the CPU otherwise (`device_id=None`), the online jitter,
+normalisation, and `DALIGenericIterator`.
 
-One pipeline per (epoch, rank): the shard order of the epoch and this rank's range come from
-`shardset.plan_epoch` (DALI's `shard_id` / `num_shards` split the global sample index over the shards in that
-order, the same formula the PyTorch fallback reproduces). The reader's shuffle buffer and the augmentations are
-seeded from (seed, epoch, rank), so an epoch is a pure function of those.
+Why an external source rather than `fn.readers.webdataset`: DALI's reader can only shuffle inside a buffer and
+shard by contiguous ranges, so its order would depend on the world size and could not resume on another one.
+The external source serves exactly the positions of the canonical order that `shardset.plan_epoch` gives this
+rank (the same as the PyTorch fallback), one batch per pipeline iteration (`batch_info.iteration` = step), with
+the labels as stored and the per-sample jitter draws of `r3fa.loaders.jitter`; DALI decodes and applies the
+jitter with the same formula as the numpy reference:
+colour matrix (`fn.coord_transform`), contrast around the image mean (`fn.reductions.mean`), blur and noise under
+DALI conditionals (only the samples that drew them), clamp.
 
-Keys: the reader does not output the sample key, but every sample's `source_info` property reads
-`ARCHIVE.tar:OFFSET:KEY.jpg`; `fn.get_property` turns it into a byte tensor (zero-padded to the batch's
-longest) and `shardset.key_from_member` parses the key from it.
-
-Resume: DALI has no "start at step k" for a reader, so `start_step` batches are run and discarded. That keeps
-the resumed batches identical to an uninterrupted epoch, augmentations included, at the cost of decoding the
-skipped batches once (about a second per 7,000 images on two CPU threads, much less on a GPU).
+A rank's share of a partial last global batch can be empty (only without `drop_last`): that step yields
+`shardset.empty_batch` without running the pipeline (DALI has no empty batches).
 """
 
 from __future__ import annotations
@@ -27,120 +26,120 @@ import torch
 from nvidia.dali import fn, math, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+from r3fa.loaders.jitter import OnlineJitter, blur_window, draw_jitter
 from r3fa.loaders.shardset import (
-    AUGMENT,
-    IMAGE_EXT,
-    LANDMARKS_EXT,
-    PARAMS_EXT,
+    IMAGE_SIZE,
     PIXEL_MEAN,
     PIXEL_SCALE,
-    SHUFFLE_BUFFER,
     EpochPlan,
     PlannedEpoch,
+    SampleReader,
     empty_batch,
-    key_from_member,
 )
 
-READER_NAME = "Reader"
-_OUTPUTS = ["image", "params", "landmarks", "source_info"]
+_OUTPUTS = ["image", "params", "landmarks", "index", "position"]
+_NO_NOISE = np.zeros((1, 1, 3), np.float32)
 
 
-def _augment(images: Any) -> Any:
-    """Colour jitter, blur and noise (`shardset.AUGMENT`) on decoded BGR images; returns float32 HWC."""
-    a = AUGMENT
-    x = fn.color_twist(
-        images,
-        brightness=fn.random.uniform(range=(1 - a.brightness, 1 + a.brightness)),
-        contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast)),
-        saturation=fn.random.uniform(range=(1 - a.saturation, 1 + a.saturation)),
-        image_type=types.BGR,
-        dtype=types.FLOAT,
-    )
-    # DALI conditionals split the batch: blur and noise run only on the samples that drew them (Gaussian noise
-    # costs ~1.4 ms per 120x120 image on one CPU thread, more than decoding).
-    if fn.random.coin_flip(probability=a.blur_prob, dtype=types.BOOL):
-        x = fn.gaussian_blur(x, sigma=fn.random.uniform(range=a.blur_sigma))
-    if fn.random.coin_flip(probability=a.noise_prob, dtype=types.BOOL):
-        x = fn.noise.gaussian(x, stddev=fn.random.uniform(range=a.noise_std))
+class _BatchSource:
+    """The external source: for iteration k, this rank's samples of step k (bytes, labels, jitter draws)."""
+
+    def __init__(self, reader: SampleReader, plan: EpochPlan, steps: int, jitter: OnlineJitter | None) -> None:
+        self.reader, self.plan, self.steps, self.jitter = reader, plan, steps, jitter
+
+    def __call__(self, info: Any) -> tuple[list[np.ndarray], ...]:
+        if info.iteration >= self.steps:
+            raise StopIteration
+        positions, indices = self.plan.batch(info.iteration)
+        samples = [self.reader.read(int(i)) for i in indices]
+        out: tuple[list[np.ndarray], ...] = (
+            [np.frombuffer(s.jpeg, np.uint8) for s in samples],
+            [s.params for s in samples],
+            [s.landmarks for s in samples],
+            [np.array([i], np.int64) for i in indices],
+            [np.array([p], np.int64) for p in positions],
+        )
+        if self.jitter is None:
+            return out
+        draws = [draw_jitter(self.jitter, self.plan.seed, self.plan.epoch, int(p)) for p in positions]
+        shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
+        return out + (
+            [d.colour_matrix() for d in draws],
+            [np.float32(d.contrast) for d in draws],
+            [np.array(d.blur_sigma > 0) for d in draws],
+            [np.float32(max(d.blur_sigma, 1e-3)) for d in draws],
+            [np.int32(blur_window(max(d.blur_sigma, 1e-3))) for d in draws],
+            [np.array(d.noise_std > 0) for d in draws],
+            [d.noise(shape) if d.noise_std > 0 else _NO_NOISE for d in draws],
+        )
+
+
+def _jitter(images: Any, matrix: Any, contrast: Any, blur: Any, sigma: Any, window: Any, noisy: Any, noise: Any, gpu: bool) -> Any:
+    """`r3fa.loaders.jitter.apply_jitter`'s maths on a batch of decoded BGR images; returns float32 HWC."""
+    x = fn.coord_transform(fn.cast(images, dtype=types.FLOAT), M=matrix, dtype=types.FLOAT)
+    mean = fn.reductions.mean(x)
+    x = (x - mean) * (contrast.gpu() if gpu else contrast) + mean
+    if blur:
+        x = fn.gaussian_blur(x, sigma=sigma, window_size=window)
+    if noisy:
+        x = x + (noise.gpu() if gpu else noise)
     return math.clamp(x, 0.0, 255.0)
 
 
 @pipeline_def(enable_conditionals=True)
-def _pipeline(plan: EpochPlan, rank: int, world_size: int, gpu: bool, augment: bool, drop_last: bool) -> Any:
-    jpegs, params, landmarks = fn.readers.webdataset(
-        name=READER_NAME,
-        paths=[str(s.tar) for s in plan.shards],
-        index_paths=[str(s.index) for s in plan.shards],
-        ext=[IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT],
-        dtypes=[types.UINT8, types.FLOAT, types.FLOAT],
-        missing_component_behavior="error",
-        shard_id=rank,
-        num_shards=world_size,
-        random_shuffle=True,
-        initial_fill=SHUFFLE_BUFFER,
-        seed=plan.shuffle_seed,
-        pad_last_batch=not drop_last,
-    )
-    source_info = fn.pad(fn.get_property(jpegs, key="source_info"), fill_value=0)
+def _pipeline(source: _BatchSource, gpu: bool, jitter: bool) -> Any:
+    outputs = fn.external_source(source, num_outputs=12 if jitter else 5, batch=True, batch_info=True)
+    jpegs, params, landmarks, index, position = outputs[:5]
     images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.BGR)
-    if augment:
-        images = _augment(images)
+    if jitter:
+        images = _jitter(images, *outputs[5:], gpu=gpu)
     images = fn.crop_mirror_normalize(
         images, dtype=types.FLOAT, output_layout="CHW", mean=[PIXEL_MEAN] * 3, std=[PIXEL_SCALE] * 3
     )
     if gpu:
         params, landmarks = params.gpu(), landmarks.gpu()
-    return images, params, landmarks, source_info
-
-
-def _keys(source_info: torch.Tensor) -> list[str]:
-    """Sample keys from the zero-padded `source_info` bytes of a batch."""
-    rows = source_info.cpu().numpy().astype(np.uint8)
-    return [key_from_member(row.tobytes().rstrip(b"\0").decode()) for row in rows]
+    return images, params, landmarks, index, position
 
 
 @dataclass
 class DaliLoader(PlannedEpoch):
     """One rank's epoch through a DALI pipeline (see the module docstring)."""
 
-    rank: int
-    world_size: int
     num_threads: int
-    drop_last: bool
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.start_step >= self.plan.steps:
+        if len(self) == 0:
             return
+        reader = self.reader()
+        # only the last step can be empty (a partial global batch smaller than the world size)
+        full = len(self) - (len(self.plan.batch(len(self) - 1)[1]) == 0)
+        if full:
+            yield from self._batches(reader, full)
+        if full < len(self):
+            yield empty_batch(self.device)
+
+    def _batches(self, reader: SampleReader, steps: int) -> Iterator[dict[str, Any]]:
         gpu = self.device.type == "cuda"
         gpu_index = self.device.index if self.device.index is not None else torch.cuda.current_device() if gpu else None
         pipe = _pipeline(
-            self.plan,
-            self.rank,
-            self.world_size,
+            _BatchSource(reader, self.plan, steps, self.jitter),
             gpu,
-            self.augment,
-            self.drop_last,
+            self.jitter is not None,
             batch_size=self.plan.batch_size,
-            num_threads=self.num_threads,
+            num_threads=max(1, self.num_threads),
             device_id=gpu_index,
-            seed=self.plan.augment_seed,
+            prefetch_queue_depth=2,
         )
-        policy = LastBatchPolicy.DROP if self.drop_last else LastBatchPolicy.PARTIAL
-        iterator = DALIGenericIterator(pipe, _OUTPUTS, reader_name=READER_NAME, last_batch_policy=policy)
+        iterator = DALIGenericIterator(pipe, _OUTPUTS, last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         try:
-            for step, (out,) in enumerate(iterator):
-                if step >= self.plan.steps:
-                    break
-                if step < self.start_step:
-                    continue
-                if out["image"].shape[0] == 0:
-                    yield empty_batch(self.device)
-                    continue
+            for (out,) in iterator:
+                indices = out["index"].reshape(-1).tolist()
                 yield {
                     "image": out["image"],
                     "params": out["params"],
                     "landmarks": out["landmarks"],
-                    "keys": _keys(out["source_info"]),
+                    "keys": [reader.key(i) for i in indices],
+                    "positions": out["position"].reshape(-1).tolist(),
                 }
         finally:
             del iterator, pipe

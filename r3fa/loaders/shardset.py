@@ -1,28 +1,34 @@
-"""What both training loaders agree on: which shards a split has, how an epoch is cut between ranks, and
-what a batch looks like.
+"""What both training loaders agree on: which shards a split has, how to read any sample by its global index,
+which samples a rank reads at each step, and what a batch looks like.
 
 The DALI pipeline and the PyTorch fallback must give a rank the same samples with the same labels, so every
-decision that fixes *which* samples a rank sees lives here and nowhere else:
+decision that fixes *which* samples a rank sees lives here (and in `order`) and nowhere else:
 
 - the shard list of a split, from `manifest.json` (sample counts included, so `len(loader)` needs no I/O);
-- the shard order of an epoch, a permutation drawn from (seed, epoch): every rank draws the same one;
-- each rank's part of the epoch, a contiguous range of the global sample index over the shards in that order,
-  with the formula of DALI's readers (`shard_id` / `num_shards`), so that the fallback reproduces it;
-- the number of steps, identical on every rank (see `steps_per_epoch`);
-- the seeds of the within-rank shuffle and of the augmentations, derived from (seed, epoch, rank).
-
-The order *inside* a rank's range is each loader's own (a shuffle buffer in both, with different generators):
-both are deterministic per (seed, epoch) and both yield the same key set.
+- the global sample index: shards in manifest order, samples in tar order;
+- random access to a sample through its shard's `.idx` offsets (`SampleReader`), checked so that no sample
+  is ever lost or invented silently: the index must list exactly the manifest's count, every member name must
+  be safe (`KEY.ext`, key of letters, digits, `_` and `-`), the members must lie inside the tar, and the tar
+  header in front of each member must carry the name the index gives it. Anything else is a `ShardDataError`
+  naming the shard and the key;
+- the epoch plan: the canonical order (`order.epoch_order`) and this rank's slice of it (`order.RankSlice`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from r3fa.errors import UserError
+from r3fa.loaders.jitter import OnlineJitter
+from r3fa.loaders.order import RankSlice, epoch_order
 
 IMAGE_SIZE = 120
 PARAMS_DIM = 62
@@ -30,78 +36,29 @@ LANDMARKS_DIM = 136
 # Input normalisation of the references: BGR, (x - 127.5) / 128.
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
-# Members of a sample, as the builder writes them (`KEY.jpg`, `KEY.params.f32`, ...).
+# Members of a sample, as the builder writes them (`KEY.jpg`, `KEY.params.f32`, ...), and their sizes.
 IMAGE_EXT = "jpg"
 PARAMS_EXT = "params.f32"
 LANDMARKS_EXT = "lms.f32"
-# Shuffle buffer of both loaders (samples): the builder shuffles globally, the buffer only varies the batches
-# from one epoch to the next.
-SHUFFLE_BUFFER = 1024
+META_EXT = "json"
+_LABEL_BYTES = {PARAMS_EXT: 4 * PARAMS_DIM, LANDMARKS_EXT: 4 * LANDMARKS_DIM}
+_KNOWN_EXTS = {IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT}
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TAR_BLOCK = 512
+_INDEX_VERSION = "v1.2"
 
 
-@dataclass(frozen=True)
-class AugmentRanges:
-    """Label-safe photometric augmentations (none moves a pixel, so labels stay valid).
-
-    Each factor is drawn uniformly per sample from [1 - x, 1 + x]; blur and noise apply with their probability.
-    """
-
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
-    blur_prob: float = 0.2
-    blur_sigma: tuple[float, float] = (0.3, 1.5)
-    noise_prob: float = 0.2
-    noise_std: tuple[float, float] = (2.0, 8.0)
-
-
-AUGMENT = AugmentRanges()
+class ShardDataError(UserError):
+    """A shard that cannot deliver what its manifest promises (names the shard and, where known, the key)."""
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One shard of a split: its tar, its DALI index and its sample count."""
+    """One shard of a split: its tar, its DALI index and its sample count (from the manifest)."""
 
     tar: Path
     index: Path
     count: int
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """One rank's share of one epoch.
-
-    Attributes:
-        shards: every shard of the split, in this epoch's order (every rank gets the full list).
-        begin: first global sample index (over `shards` in this order) of this rank's range.
-        end: one past the last.
-        steps: batches every rank yields in this epoch.
-        batch_size: samples per batch (per rank).
-        shuffle_seed: seed of this rank's shuffle buffer.
-        augment_seed: seed of this rank's augmentations.
-    """
-
-    shards: tuple[Shard, ...]
-    begin: int
-    end: int
-    steps: int
-    batch_size: int
-    shuffle_seed: int
-    augment_seed: int
-
-
-@dataclass
-class PlannedEpoch:
-    """What every loader holds: one rank's epoch plan, the step to start from, where batches go, and
-    whether to apply the online augmentations. Iterating yields `plan.steps - start_step` batches."""
-
-    plan: EpochPlan
-    start_step: int
-    device: torch.device
-    augment: bool
-
-    def __len__(self) -> int:
-        return self.plan.steps
 
 
 def read_shards(shard_dir: Path, split: str) -> list[Shard]:
@@ -112,48 +69,226 @@ def read_shards(shard_dir: Path, split: str) -> list[Shard]:
         split: "train" or "val".
 
     Returns:
-        The shards whose manifest entry has this split (empty shards left out: DALI rejects them).
+        The shards whose manifest entry has this split (empty shards left out).
 
     Raises:
-        FileNotFoundError: no `manifest.json`, or a listed shard without its tar, index or `.done` marker.
+        UserError: no readable `manifest.json`, or a listed shard without its tar, index or `.done` marker.
     """
     shard_dir = Path(shard_dir)
-    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    path = shard_dir / "manifest.json"
+    try:
+        entries = json.loads(path.read_text())["shards"]
+        listed = [(e["split"], int(e["count"]), e["file"], e["idx"]) for e in entries]
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; is {shard_dir} a shard set built by `r3fa shards build`?") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: unreadable manifest ({type(err).__name__}: {err}); rebuild the shard set") from None
     shards = []
-    for entry in manifest["shards"]:
-        if entry["split"] != split or entry["count"] == 0:
+    for entry_split, count, file, idx in listed:
+        if entry_split != split or count == 0:
             continue
-        tar, index = shard_dir / entry["file"], shard_dir / entry["idx"]
+        tar, index = shard_dir / file, shard_dir / idx
         for needed in (tar, index, tar.with_suffix(".done")):
             if not needed.exists():
-                raise FileNotFoundError(f"{needed}: listed in {shard_dir / 'manifest.json'} but missing")
-        shards.append(Shard(tar=tar, index=index, count=int(entry["count"])))
+                raise UserError(f"{needed}: listed in {path} but missing; run `r3fa shards verify {shard_dir}`")
+        shards.append(Shard(tar=tar, index=index, count=count))
     return shards
 
 
-def derive_seed(*parts: int) -> int:
-    """A 31-bit seed drawn from a tuple of integers (DALI wants a non-negative int32)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+@dataclass(frozen=True)
+class ShardIndex:
+    """One shard's samples as its `.idx` lists them: keys, and per sample the byte span that holds its members
+    (from the first member's tar header to the last member's end) and where each member lies inside the span."""
+
+    keys: tuple[str, ...]
+    span: np.ndarray  # (n, 2) int64: [begin, end) in the tar
+    members: np.ndarray  # (n, 3, 2) int64: (offset in span, size) of jpg, params, lms
+    names: tuple[tuple[str, str, str], ...]  # member names of jpg, params, lms
 
 
-def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Global sample range [begin, end) of `rank`: DALI's sharding formula, floor(rank * total / world_size)."""
-    return total * rank // world_size, total * (rank + 1) // world_size
+def _fail(shard: Shard, what: str, key: str | None = None) -> ShardDataError:
+    where = f"{shard.tar}" + (f", sample {key}" if key else "")
+    return ShardDataError(f"{where}: {what}; run `r3fa shards verify {shard.tar.parent}` and rebuild the shard")
 
 
-def steps_per_epoch(total: int, batch_size: int, world_size: int, drop_last: bool) -> int:
-    """Steps every rank runs in an epoch of `total` samples.
+def _parse_line(shard: Shard, line: str) -> tuple[str, dict[str, tuple[int, int, str]]]:
+    fields = line.split()
+    if not fields or len(fields) % 4:
+        raise _fail(shard, f"malformed index line {line[:80]!r}")
+    found: dict[str, tuple[int, int, str]] = {}
+    keys = set()
+    for i in range(0, len(fields), 4):
+        ext, offset, size, name = fields[i : i + 4]
+        key, _, name_ext = name.partition(".")
+        if not _SAFE_KEY.fullmatch(key) or name_ext != ext or ext not in _KNOWN_EXTS:
+            raise _fail(shard, f"unsafe or unexpected member name {name!r}", key if _SAFE_KEY.fullmatch(key) else None)
+        try:
+            found[ext] = (int(offset), int(size), name)
+        except ValueError:
+            raise _fail(shard, f"malformed offset/size in index line {line[:80]!r}", key) from None
+        keys.add(key)
+    if len(keys) != 1:
+        raise _fail(shard, f"one index line holds members of several samples {sorted(keys)}")
+    (key,) = keys
+    for ext in (IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT):
+        if ext not in found:
+            raise _fail(shard, f"member {key}.{ext} missing", key)
+    for ext, size in _LABEL_BYTES.items():
+        if found[ext][1] != size:
+            raise _fail(shard, f"{key}.{ext} has {found[ext][1]} bytes, expected {size}", key)
+    return key, found
 
-    Ranks hold floor or ceil of total / world_size samples. With `drop_last`, every rank stops after the full
-    batches of the smallest rank (the tail of each rank is dropped; a different tail every epoch, since the order
-    changes). Without it, every rank runs as many steps as the largest rank needs; the last batch is partial and
-    may be empty on a rank with one sample fewer, so that every sample is seen exactly once (what validation
-    needs) and no rank waits on another (what DDP needs). DALI's iterator does the same with DROP / PARTIAL.
+
+@functools.lru_cache(maxsize=256)
+def _load_index(shard: Shard, tar_size: int, tar_mtime_ns: int, index_mtime_ns: int) -> ShardIndex:
+    try:
+        lines = shard.index.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise _fail(shard, f"unreadable index {shard.index.name} ({err})") from None
+    head = lines[0].split() if lines else []
+    if len(head) != 2 or head[0] != _INDEX_VERSION or not head[1].isdigit():
+        raise _fail(shard, f"{shard.index.name} does not start with '{_INDEX_VERSION} <samples>'")
+    entries = [_parse_line(shard, line) for line in lines[1:] if line.strip()]
+    if int(head[1]) != len(entries) or len(entries) != shard.count:
+        last = entries[-1][0] if entries else None
+        raise _fail(
+            shard, f"the manifest lists {shard.count} samples, the index {len(entries)} (header {head[1]}; last {last})"
+        )
+    keys, span, members, names = [], np.zeros((len(entries), 2), np.int64), np.zeros((len(entries), 3, 2), np.int64), []
+    for i, (key, found) in enumerate(entries):
+        begin = min(offset for offset, _, _ in found.values()) - _TAR_BLOCK
+        end = max(offset + size for offset, size, _ in found.values())
+        if begin < 0 or end > tar_size:
+            raise _fail(shard, f"members lie outside the tar ({tar_size} bytes: truncated?)", key)
+        span[i] = begin, end
+        for j, ext in enumerate((IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT)):
+            members[i, j] = found[ext][0] - begin, found[ext][1]
+        keys.append(key)
+        names.append(tuple(found[ext][2] for ext in (IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT)))
+    if len(set(keys)) != len(keys):
+        raise _fail(shard, "a key appears twice in the index")
+    return ShardIndex(tuple(keys), span, members, tuple(names))
+
+
+def load_index(shard: Shard) -> ShardIndex:
+    """A shard's checked index (cached per process while the files are unchanged).
+
+    Raises:
+        ShardDataError: see the module docstring.
     """
-    if drop_last:
-        return (total // world_size) // batch_size
-    largest = -(-total // world_size)
-    return -(-largest // batch_size)
+    try:
+        tar, index = shard.tar.stat(), shard.index.stat()
+    except OSError as err:
+        raise _fail(shard, f"cannot stat the shard's files ({err})") from None
+    return _load_index(shard, tar.st_size, tar.st_mtime_ns, index.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """A sample's bytes: key, encoded JPEG, params (float32[62]) and landmarks (float32[136])."""
+
+    key: str
+    jpeg: bytes
+    params: np.ndarray
+    landmarks: np.ndarray
+
+
+@dataclass
+class SampleReader:
+    """Random access to the samples of a split by global index (shards in manifest order, samples in tar order).
+
+    Each read is one `pread` of the sample's span; the tar header in front of every member is checked against
+    the index's member name, so an index that does not describe its tar is an error, not wrong labels. File
+    descriptors are opened lazily per process (safe to use after a fork).
+    """
+
+    shards: tuple[Shard, ...]
+    indices: tuple[ShardIndex, ...] = field(init=False)
+    _starts: np.ndarray = field(init=False)
+    _fds: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.indices = tuple(load_index(shard) for shard in self.shards)
+        self._starts = np.cumsum([0] + [len(index.keys) for index in self.indices])
+        keys = [key for index in self.indices for key in index.keys]
+        if len(set(keys)) != len(keys):
+            raise ShardDataError(f"{self.shards[0].tar.parent}: a sample key appears in two shards")
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def sizes(self) -> list[int]:
+        """Samples per shard, in order."""
+        return [len(index.keys) for index in self.indices]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard number, position in that shard) of global index `i`."""
+        s = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return s, int(i - self._starts[s])
+
+    def key(self, i: int) -> str:
+        """The key of global index `i`."""
+        s, j = self.locate(i)
+        return self.indices[s].keys[j]
+
+    def _fd(self, s: int) -> int:
+        slot = (os.getpid(), s)
+        if slot not in self._fds:
+            self._fds[slot] = os.open(self.shards[s].tar, os.O_RDONLY)
+        return self._fds[slot]
+
+    def read(self, i: int) -> RawSample:
+        """The bytes of global sample `i`.
+
+        Raises:
+            ShardDataError: a short read or a tar header that does not carry the indexed member name.
+        """
+        s, j = self.locate(i)
+        shard, index = self.shards[s], self.indices[s]
+        key = index.keys[j]
+        begin, end = (int(v) for v in index.span[j])
+        data = os.pread(self._fd(s), end - begin, begin)
+        if len(data) != end - begin:
+            raise _fail(shard, f"short read ({len(data)} of {end - begin} bytes: truncated tar?)", key)
+        parts = []
+        for (offset, size), name in zip(index.members[j].tolist(), index.names[j]):
+            header = data[offset - _TAR_BLOCK : offset - _TAR_BLOCK + 100].split(b"\0", 1)[0]
+            if header != name.encode()[:100]:
+                raise _fail(shard, f"the tar holds {header[:60]!r} where the index puts {name}", key)
+            parts.append(data[offset : offset + size])
+        jpeg, params, landmarks = parts
+        return RawSample(key, jpeg, np.frombuffer(params, "<f4"), np.frombuffer(landmarks, "<f4"))
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """One rank's share of one epoch: the canonical order and the positions this rank reads.
+
+    Attributes:
+        shards: every shard of the split, in manifest order (every rank gets the full list).
+        counts: samples per shard (from the manifest; checked against the indices when reading starts).
+        order: the epoch's canonical order (global sample indices).
+        part: this rank's slice of it.
+        seed: run seed (with `epoch` it fixes the order and the online augmentation).
+        epoch: the epoch.
+    """
+
+    shards: tuple[Shard, ...]
+    order: np.ndarray
+    part: RankSlice
+    seed: int
+    epoch: int
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rank in a full step."""
+        return self.part.batch_size
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global positions, global sample indices) this rank reads at `step` (0 = first step served)."""
+        begin, end = self.part.positions(step)
+        return np.arange(begin, end), self.order[begin:end]
 
 
 def plan_epoch(
@@ -162,46 +297,48 @@ def plan_epoch(
     batch_size: int,
     seed: int,
     epoch: int,
+    start_sample: int,
     rank: int,
     world_size: int,
     drop_last: bool,
+    shuffle: str = "global",
 ) -> EpochPlan:
-    """Fix this rank's part of epoch `epoch`: shard order, sample range, steps and seeds.
+    """Fix this rank's part of epoch `epoch` from `start_sample` on (see `order` for the rules).
 
     Raises:
-        ValueError: on a rank outside [0, world_size) or a non-positive batch size.
+        ValueError: a rank outside [0, world_size), a non-positive batch size, a start outside the epoch, or an
+            unknown shuffle.
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside [0, {world_size})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = np.random.default_rng(derive_seed(seed, epoch, 0)).permutation(len(shards))
-    total = sum(s.count for s in shards)
-    begin, end = rank_range(total, rank, world_size)
-    return EpochPlan(
-        shards=tuple(shards[i] for i in order),
-        begin=begin,
-        end=end,
-        steps=steps_per_epoch(total, batch_size, world_size, drop_last),
-        batch_size=batch_size,
-        shuffle_seed=derive_seed(seed, epoch, rank, 1),
-        augment_seed=derive_seed(seed, epoch, rank, 2),
-    )
+    counts = [s.count for s in shards]
+    part = RankSlice(sum(counts), start_sample, batch_size, rank, world_size, drop_last)
+    return EpochPlan(tuple(shards), epoch_order(counts, seed, epoch, shuffle), part, seed, epoch)
 
 
-def key_from_member(name: str) -> str:
-    """The sample key of a tar member name or a DALI source_info (`archive.tar:offset:KEY.jpg`).
+@dataclass
+class PlannedEpoch:
+    """What every loader holds: one rank's epoch plan, where batches go, and the online augmentation (None: off).
 
-    Keys have no dots, so the key is what precedes the first dot of the last `:`-separated field.
+    `len()` is the number of batches iterating yields (the steps left from the plan's `start_sample`).
     """
-    return name.rsplit(":", 1)[-1].rsplit("/", 1)[-1].split(".", 1)[0]
+
+    plan: EpochPlan
+    device: torch.device
+    jitter: OnlineJitter | None
+
+    def __len__(self) -> int:
+        return self.plan.part.steps
+
+    def reader(self) -> SampleReader:
+        """The checked random-access reader of the plan's shards (raises `ShardDataError` on a bad shard)."""
+        return SampleReader(self.plan.shards)
 
 
 def empty_batch(device: torch.device | str = "cpu") -> dict[str, object]:
-    """A batch of zero samples, for the last step of a rank whose range ran out one step early."""
+    """A batch of zero samples, for the last step of a rank whose share of a partial global batch is empty."""
     return {
         "image": torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32, device=device),
         "params": torch.zeros((0, PARAMS_DIM), dtype=torch.float32, device=device),
         "landmarks": torch.zeros((0, LANDMARKS_DIM), dtype=torch.float32, device=device),
         "keys": [],
+        "positions": [],
     }
