@@ -4,14 +4,12 @@ PY       := $(VENV)/bin/python
 R3FA     := $(VENV)/bin/r3fa
 STAMP    := $(VENV)/.installed-stamp
 RUN_DIR  ?= runs
-
-# Prefect: project-local home, no telemetry (it tries the network and can lock the SQLite file).
-export PREFECT_HOME                      ?= $(abspath $(RUN_DIR))/prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED  := false
-export DO_NOT_TRACK                      := 1
-export PREFECT_UI_ENABLED                ?= false
-# glibc's default malloc thresholds make CPU training several times slower here.
-export GLIBC_TUNABLES                    ?= glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967296
+# Prefect's home (database, logs, pid files); the rest of the environment (telemetry off, R3FA_DATA, the malloc
+# tunables that make CPU training 2-5x faster) is defined once, in flows/settings.py, and every recipe runs in it.
+PREFECT_HOME ?= $(abspath $(RUN_DIR))/prefect
+PORT         ?= 4200
+IN_ENV   := $(PY) -m flows.settings --home $(PREFECT_HOME) --
+SERVICES := $(PY) scripts/prefect_services.py --home $(PREFECT_HOME) --port $(PORT)
 
 .PHONY: install demo test server worker deploy services services-stop bench clean
 
@@ -26,29 +24,31 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(R3FA) demo --config configs/demo.yaml
+	$(IN_ENV) $(R3FA) demo --config configs/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900
+	$(IN_ENV) $(PY) -m pytest -q --timeout=900
 
+# Prefect server with its UI on http://127.0.0.1:$(PORT) / a process worker, each in the foreground (two terminals)
 server: $(STAMP)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+	$(SERVICES) server
 
 worker: $(STAMP)
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool r3fa-process --type process --limit 1
+	$(SERVICES) worker
 
-# server + worker in the background (pid files and logs under $(PREFECT_HOME)); see docs/team.md
+# server + worker in the background (pid files and logs under $(PREFECT_HOME)); says so when already running
 services: $(STAMP)
-	$(PY) scripts/prefect_services.py start
+	$(SERVICES) start
 
 services-stop: $(STAMP)
-	$(PY) scripts/prefect_services.py stop
+	$(SERVICES) stop
 
+# every deployment of prefect.yaml, and the retrain alert: `make deploy ALERT_WEBHOOK=https://...` (or $$R3FA_ALERT_WEBHOOK)
 deploy: $(STAMP)
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect --no-prompt deploy --all
+	$(SERVICES) deploy $(if $(ALERT_WEBHOOK),--alert-webhook $(ALERT_WEBHOOK))
 
 bench: $(STAMP)
-	bash bench/run_all.sh
+	$(IN_ENV) bash bench/run_all.sh
 
 clean:
 	rm -rf $(RUN_DIR) .cache

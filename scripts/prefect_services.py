@@ -1,13 +1,17 @@
-"""Start and stop a local Prefect server and a process worker in the background, by pid file.
+"""Start and stop a local Prefect server (with its web UI) and a process worker; deploy with the project's settings.
 
-`make server` / `make worker` run them in the foreground (two terminals); this helper is for a single shell,
-for the integration test and for machines without a terminal multiplexer. Both processes get the project's
-Prefect settings (home under `runs/prefect` unless `--home`, telemetry off, no UI), write their logs and pid
-files into the home folder, and are stopped by those pids only: the server with one SIGTERM, the worker
-with two (the first asks it to finish, the second stops it), escalating to SIGKILL if a process outlives them.
+`start` runs both in the background, by pid file (one shell, the integration tests, machines without a
+terminal multiplexer); `server` and `worker` run one in the foreground (`make server` / `make worker`, two
+terminals); `deploy` runs `prefect deploy --all` and sets up the retrain alert (`flows.alerts`). Every process
+gets the project's environment from `flows.settings` (Prefect home under `runs/prefect` unless `--home`,
+telemetry off, `R3FA_DATA`, the malloc tunables); the server binds 127.0.0.1 and serves the UI there, so the
+links Prefect prints open. Logs and pid files go into the home folder; the services are stopped by those pids
+only: the server with one SIGTERM, the worker with two (the first asks it to finish, the second stops it),
+escalating to SIGKILL if a process outlives them. `start` when both already run says so and succeeds.
 
     .venv/bin/python scripts/prefect_services.py start [--port 4200] [--home runs/prefect]
     eval "$(.venv/bin/python scripts/prefect_services.py env)"    # point this shell's prefect at the server
+    .venv/bin/python scripts/prefect_services.py deploy [--alert-webhook URL]
     .venv/bin/python scripts/prefect_services.py stop
 
 Run it with the project's Python: the worker runs every flow with the interpreter that started it.
@@ -24,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows.settings import DEFAULT_HOME, prefect_settings
+from flows.settings import DEFAULT_HOME, DEFAULT_PORT, api_url, exports, run_environment
 from r3fa.paths import PROJECT_ROOT
 
 POOL = "r3fa-process"
@@ -32,8 +36,8 @@ SERVICES = ("worker", "server")  # stop order: the worker first, it reports to t
 
 
 def prefect_env(home: Path, port: int) -> dict[str, str]:
-    """The project's Prefect settings (`flows.settings`) for a process that talks to the server on `port`."""
-    return prefect_settings(home, f"http://127.0.0.1:{port}/api")
+    """The project's environment (`flows.settings`) for a process that serves or talks to the server on `port`."""
+    return run_environment(home, api_url(port), ui=True)
 
 
 def _prefect(*args: str) -> list[str]:
@@ -88,37 +92,69 @@ def wait_healthy(port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"the Prefect server on port {port} was not healthy after {timeout:.0f} s")
 
 
+def _create_pool(pool: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        _prefect("work-pool", "create", pool, "--type", "process", "--overwrite"),
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def _worker_cmd(pool: str, limit: int) -> list[str]:
+    return _prefect("worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit))
+
+
 def start(home: Path, port: int, pool: str = POOL, limit: int = 1) -> dict[str, int]:
-    """Start the server, create the process work pool, start a worker on it; returns their pids.
+    """Start whichever of the server and the worker is not running (the server first, then the pool and the
+    worker); returns the pids of those it started (empty when both were already running).
 
     Args:
         home: PREFECT_HOME (database, logs, pid files).
         port: the server's port on 127.0.0.1.
         pool: the process work pool the deployments use.
         limit: flow runs the worker runs at once.
-
-    Raises:
-        RuntimeError: a service of this home is already running.
     """
     home.mkdir(parents=True, exist_ok=True)
-    for name in SERVICES:
-        if running(home, name):
-            raise RuntimeError(f"{name} already running (pid file {_pid_file(home, name)}); stop it first")
     env = {**os.environ, **prefect_env(home, port)}
-    server = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
-    pids = {"server": _spawn(home, "server", server, env)}
+    pids = {}
     try:
+        if not running(home, "server"):
+            server = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
+            pids["server"] = _spawn(home, "server", server, env)
         wait_healthy(port)
-        subprocess.run(
-            _prefect("work-pool", "create", pool, "--type", "process", "--overwrite"),
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        worker = _prefect("worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit))
-        pids["worker"] = _spawn(home, "worker", worker, env)
+        if not running(home, "worker"):
+            _create_pool(pool, env)
+            pids["worker"] = _spawn(home, "worker", _worker_cmd(pool, limit), env)
     except BaseException:
-        stop(home)
+        for name, pid in pids.items():  # only what this call started
+            _signal_until_gone(pid, (signal.SIGTERM, signal.SIGTERM) if name == "worker" else (signal.SIGTERM,), 10.0)
+            _pid_file(home, name).unlink(missing_ok=True)
         raise
     return pids
+
+
+def foreground(home: Path, port: int, name: str, pool: str = POOL, limit: int = 1) -> None:
+    """Replace this process with the server or the worker `name`, in the foreground, with the project's
+    environment (`make server`, `make worker`)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **prefect_env(home, port)}
+    if name == "server":
+        cmd = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
+    else:
+        _create_pool(pool, env)
+        cmd = _worker_cmd(pool, limit)
+    os.chdir(PROJECT_ROOT)
+    os.execve(cmd[0], cmd, env)
+
+
+def deploy(home: Path, port: int, webhook: str | None) -> None:
+    """`prefect deploy --all` from the project root with the project's environment (prefect.yaml's job
+    variables read it), then the retrain alert (`flows.alerts`)."""
+    env = {**os.environ, **prefect_env(home, port)}
+    subprocess.run(_prefect("--no-prompt", "deploy", "--all"), cwd=PROJECT_ROOT, env=env, check=True)
+    os.environ.update(env)  # before Prefect is imported: the alert talks to the same server
+    from flows.alerts import ensure_retrain_alert
+
+    print(ensure_retrain_alert(webhook))
 
 
 def _signal_until_gone(pid: int, signals: tuple[int, ...], grace: float) -> None:
@@ -146,27 +182,47 @@ def stop(home: Path, grace: float = 10.0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: `start`, `stop`, `status` or `env` (shell exports for talking to the server)."""
+    """Command line: `start`, `stop`, `status`, `env` (shell exports), `server`, `worker` (foreground), `deploy`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env", "server", "worker", "deploy"])
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME")
-    parser.add_argument("--port", type=int, default=4200, help="server port on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port on 127.0.0.1")
     parser.add_argument("--pool", default=POOL, help="process work pool of the worker")
     parser.add_argument("--limit", type=int, default=1, help="flow runs the worker runs at once")
+    parser.add_argument(
+        "--alert-webhook", default=os.environ.get("R3FA_ALERT_WEBHOOK") or None,
+        help="deploy: URL the retrain alert posts to (default $R3FA_ALERT_WEBHOOK; none: an existing block only)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        _command(args)
+    except FileNotFoundError as err:  # the reference data is missing: one line, a usage error
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _command(args: argparse.Namespace) -> None:
     home = args.home.resolve()
+    ui = f"http://127.0.0.1:{args.port}"
     if args.command == "start":
+        before = {name: running(home, name) for name in SERVICES}
         pids = start(home, args.port, args.pool, args.limit)
-        print(f"server pid {pids['server']}, worker pid {pids['worker']} (pool {args.pool}); logs in {home}")
-        print(f"API: http://127.0.0.1:{args.port}/api")
+        for name in reversed(SERVICES):
+            state = f"started, pid {pids[name]}" if name in pids else f"already running, pid {before[name]}"
+            print(f"{name}: {state}")
+        print(f"UI: {ui}   API: {ui}/api   pool: {args.pool}   logs: {home}")
     elif args.command == "stop":
         print("stopped: " + (", ".join(stop(home)) or "nothing was running"))
     elif args.command == "status":
         for name in SERVICES:
             pid = running(home, name)
             print(f"{name}: {'running, pid ' + str(pid) if pid else 'not running'}")
+    elif args.command == "env":
+        print(exports(prefect_env(home, args.port)))
+    elif args.command == "deploy":
+        deploy(home, args.port, args.alert_webhook)
     else:
-        print("\n".join(f"export {key}={value}" for key, value in prefect_env(home, args.port).items()))
+        foreground(home, args.port, args.command, args.pool, args.limit)
 
 
 if __name__ == "__main__":
