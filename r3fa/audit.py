@@ -5,8 +5,11 @@ such pairs we want to know (a) which files cannot be used and why, and (b) how w
 the annotation's own 68 landmarks (label NME, DESIGN §2: about 1 % median). The per-pair step is the
 dataset builder's own reader, `r3fa.readers.load_source_sample` (no second copy of it lives here):
 `source_item` names a pair's files as a `SourceItem`, `audit_folder` reads every pair of a folder tree
-with it and summarises the result in an `AuditReport` (count, label-NME median / p95 / max, |yaw| bins,
-rejections).
+with it and summarises the result in an `AuditReport` (inputs, count, label-NME median / p95 / max, |yaw|
+bins, rejections). Files are listed and paired by the builder's own discovery (`r3fa.readers.group_files`,
+`pair_inputs`: suffixes case-insensitive, unpaired files and key collisions rejected), so the audit and a
+build of the same folder count the same inputs; every input is either counted or rejected
+(`inputs == count + len(rejected)`), whatever exception reading it raises.
 
 Landmarks of a pair, in order of preference: `pt3d_68[:2]` (AFLW2000-3D), a 68-point `pt2d` (300W-LP), the
 300W-LP side file `landmarks/<subset>/<name>_pts.mat` read by `r3fa.io.read_landmarks_file` (`pts_3d`, else
@@ -22,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from r3fa.io import BadInputError
+from r3fa.io import MAX_IMAGE_PIXELS
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
-from r3fa.readers import LANDMARKS_DIR, SourceItem, _key, load_source_sample, side_landmarks_path
-from r3fa.records import Rejection
+from r3fa.readers import (LANDMARKS_DIR, SourceItem, _key, group_files, load_source_sample, pair_inputs,
+                          side_landmarks_path)  # fmt: skip
+from r3fa.records import Rejection, rejection_of
 
 Progress = Callable[[int, int], None]  # (pairs done, pairs in all)
 
@@ -48,37 +52,28 @@ def source_item(image_path: str | Path, annotation_path: str | Path) -> SourceIt
     )
 
 
-def find_pairs(root: str | Path) -> tuple[list[tuple[Path, Path]], list[Rejection]]:
-    """All (`.jpg`, `.mat`) pairs under `root` (recursively, matched by folder and stem).
+def find_pairs(root: str | Path) -> tuple[list[SourceItem], list[Rejection]]:
+    """All (image, `.mat`) pairs under `root` (recursively, matched by folder and stem, suffixes in any case).
 
     300W-LP's `landmarks/**/<name>_pts.mat` side files are not annotations and are left out. A `.mat`
-    without its image and an image without its `.mat` are rejections.
+    without its image, an image without its `.mat` and a second file of one name are rejections.
 
     Returns:
-        The pairs, sorted by path, and the unpaired files as rejections.
+        The pairs' items, sorted by path, and the rejected files.
     """
     root = Path(root)
-    images: dict[Path, Path] = {}
-    annotations: dict[Path, Path] = {}
-    for path in root.rglob("*"):
-        suffix = path.suffix.lower()
-        if suffix == ".jpg":
-            images[path.with_suffix("")] = path
-        elif suffix == ".mat" and not _is_side_landmark_file(path, root):
-            annotations[path.with_suffix("")] = path
-    pairs = [(images[s], annotations[s]) for s in sorted(images.keys() & annotations.keys())]
-    rejected = [Rejection(str(annotations[s]), "missing image") for s in annotations.keys() - images.keys()]
-    rejected += [Rejection(str(images[s]), "missing annotation") for s in images.keys() - annotations.keys()]
-    return pairs, rejected
+    groups = group_files(root, recursive=True, exclude=lambda path: _is_side_landmark_file(path, root))
+    inputs = pair_inputs(groups, lambda image, mat: source_item(image, mat), "audit")
+    return [i for i in inputs if isinstance(i, SourceItem)], [i for i in inputs if isinstance(i, Rejection)]
 
 
 def _is_side_landmark_file(path: Path, root: Path) -> bool:
-    return path.stem.endswith("_pts") and LANDMARKS_DIR in path.relative_to(root).parts[:-1]
+    return path.suffix.lower() == ".mat" and path.stem.endswith("_pts") and LANDMARKS_DIR in path.relative_to(root).parts[:-1]
 
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Summary of a folder audit. `count` = pairs labelled successfully."""
+    """Summary of a folder audit. `count` = pairs labelled successfully; `inputs == count + len(rejected)`."""
 
     label_nme: np.ndarray  # (count,) percent, one per labelled pair, in path order
     yaw_deg: np.ndarray  # (count,) the annotations' Pose_Para yaw, degrees
@@ -100,30 +95,43 @@ class AuditReport:
         counts = np.bincount(yaw_bin(self.yaw_deg), minlength=len(BIN_NAMES))
         return {name: int(n) for name, n in zip(BIN_NAMES, counts)}
 
+    @property
+    def inputs(self) -> int:
+        """Inputs found: pairs and unpaired or colliding files (each either counted or rejected)."""
+        return self.count + len(self.rejected)
+
     def to_dict(self) -> dict:
-        """The report as JSON-ready data: `count`, `label_nme`, `yaw_bins`, `rejected`."""
+        """The report as JSON-ready data: `inputs`, `count`, `label_nme`, `yaw_bins`, `rejected` (path, reason,
+        stage, error of each)."""
         return {
+            "inputs": self.inputs,
             "count": self.count,
             "label_nme": self.nme_summary(),
             "yaw_bins": self.yaw_bins(),
-            "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
+            "rejected": [{"path": r.path, "reason": r.reason, "stage": r.stage, "error": r.error} for r in self.rejected],
         }
 
 
 def audit_folder(
-    root: str | Path, refit: bool = False, progress: Progress | None = None, model: MorphableModel | None = None
+    root: str | Path,
+    refit: bool = False,
+    progress: Progress | None = None,
+    model: MorphableModel | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> AuditReport:
     """Label every (`.jpg`, `.mat`) pair under `root` (`load_source_sample`) and report label NME, |yaw| bins
     and rejections.
 
-    Every unusable file becomes a rejection with its reason; nothing is skipped silently and no bad file
-    stops the audit.
+    Every unusable file becomes a rejection with its reason and exception class, whatever the reader raised
+    (a `BadInputError`, a decoder's or linear-algebra routine's error, an `OSError`); nothing is skipped
+    silently and no bad file stops the audit (KeyboardInterrupt and SystemExit still do).
 
     Args:
         root: folder of 300W-LP-format pairs (searched recursively).
         refit: refit the 50 coefficients of each label to its landmarks before measuring.
         progress: called as `progress(done, total)` after each pair.
         model: the 68-point model; `load_model("bfm68")` by default.
+        max_image_pixels: larger images are rejected from their header, never decoded.
 
     Returns:
         The audit report.
@@ -131,11 +139,11 @@ def audit_folder(
     model = model or load_model("bfm68")
     pairs, rejected = find_pairs(root)
     nmes, yaws = [], []
-    for done, (image_path, annotation_path) in enumerate(pairs, start=1):
+    for done, item in enumerate(pairs, start=1):
         try:
-            sample = load_source_sample(source_item(image_path, annotation_path), refit=refit, model=model)
-        except BadInputError as err:
-            rejected.append(Rejection(err.path, err.reason))
+            sample = load_source_sample(item, refit=refit, model=model, max_image_pixels=max_image_pixels)
+        except Exception as err:  # any failure of one pair is its rejection
+            rejected.append(rejection_of(err, item.annotation_path, "ingest"))
         else:
             nmes.append(sample.label_nme)
             yaws.append(sample.annotation_yaw_deg)

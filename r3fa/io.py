@@ -1,9 +1,10 @@
 """Safe reading of images and 300W-LP-format annotations.
 
-Every failure becomes a `BadInputError` carrying the path and a short reason (the exact wording is part of
-the rejection records), so callers can set the sample aside and go on. Reasons:
-`unreadable image`, `missing image`, `truncated or corrupt .mat`, `missing field <name>`,
-`bad shape <name> <shape>`, `bad field type <name>`, `non-finite values in <name>`.
+Every failure becomes a `BadInputError` carrying the path, a short reason (the exact wording is part of
+the rejection records) and the name of the exception class behind it, so callers can set the sample aside
+and go on. Reasons: `unreadable image (...)`, `missing image`, `missing image (dangling symlink)`,
+`image too large ...` (refused from its header, never decoded: `MAX_IMAGE_PIXELS`), `truncated or corrupt
+.mat`, `missing field <name>`, `bad shape <name> <shape>`, `bad field type <name>`, `non-finite values in <name>`.
 """
 
 from __future__ import annotations
@@ -14,35 +15,68 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from r3fa.image_header import image_size
+
+MAX_IMAGE_PIXELS = 40_000_000  # default limit of `read_image`: 200 times a 450x450 300W-LP image
+
+
+def error_name(err: BaseException) -> str:
+    """The class name of an exception as a reader would look it up: `ValueError`, `cv2.error`,
+    `numpy.linalg.LinAlgError` (the module is named unless it is a builtin)."""
+    cls = type(err)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
 
 class BadInputError(Exception):
-    """An input file that cannot be used, with its path and the reason."""
+    """An input file that cannot be used, with its path, the reason and the exception class behind it.
 
-    def __init__(self, path: str | Path, reason: str):
+    Attributes:
+        path: the file at fault.
+        reason: short, stable wording (see the module docstring).
+        error: `error_name` of the exception that made the input unusable, "BadInputError" when the reader
+            itself refused it.
+    """
+
+    def __init__(self, path: str | Path, reason: str, error: str = "BadInputError"):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.error = error
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """BGR uint8 image, as OpenCV reads it."""
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """BGR uint8 image, as OpenCV reads it, refused from its header when it has more than `max_pixels`."""
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(path, "missing image")
+        raise BadInputError(path, "missing image (dangling symlink)" if path.is_symlink() else "missing image")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as err:
-        raise BadInputError(path, f"unreadable image ({type(err).__name__})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        raise BadInputError(path, f"unreadable image ({error_name(err)})", error_name(err)) from None
+    return decode_image(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to BGR uint8.
+
+    The header is read first (`r3fa.image_header.image_size`): an empty file, an unknown format and an image
+    of more than `max_pixels` pixels are refused without decoding (a decompression bomb never reaches OpenCV).
+    """
+    if not data:
+        raise BadInputError(where, "unreadable image (empty file)")
+    size = image_size(data)
+    if size is None:
+        raise BadInputError(where, "unreadable image (not a JPEG, PNG, BMP, PNM, TIFF or WebP header)")
+    width, height = size
+    if width * height > max_pixels:
+        raise BadInputError(
+            where, f"image too large: header declares {width}x{height} pixels > max_image_pixels {max_pixels} (not decoded)"
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise BadInputError(where, f"unreadable image ({error_name(err)})", error_name(err)) from None
     if image is None or image.size == 0:
-        raise BadInputError(path, "unreadable image")
-    return image
-
-
-def decode_image(data: bytes, where: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes (JPEG/PNG) to BGR uint8."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
         raise BadInputError(where, "unreadable image")
     return image
 
@@ -75,11 +109,11 @@ def read_annotation(path: str | Path) -> Annotation:
 
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(path, "missing annotation")
+        raise BadInputError(path, "missing annotation (dangling symlink)" if path.is_symlink() else "missing annotation")
     try:
         mat = loadmat(path)
     except Exception as err:  # scipy raises several types for damaged files
-        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
+        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})", error_name(err)) from None
     fields = {}
     for name, size in _REQUIRED.items():
         if name not in mat:
@@ -131,7 +165,7 @@ def read_landmarks_file(path: str | Path) -> np.ndarray:
         else:
             raise BadInputError(path, f"unknown landmark format {suffix}")
     except (ValueError, KeyError, IndexError) as err:
-        raise BadInputError(path, f"unreadable landmark file ({type(err).__name__})") from None
+        raise BadInputError(path, f"unreadable landmark file ({type(err).__name__})", error_name(err)) from None
     if pts is None or pts.shape != (2, 68) or not np.isfinite(pts).all():
         raise BadInputError(path, f"expected 68 finite 2D landmarks, got shape {None if pts is None else pts.shape}")
     return pts
@@ -143,7 +177,7 @@ def _landmarks_from_mat(path: Path) -> np.ndarray | None:
     try:
         mat = loadmat(path)
     except Exception as err:  # scipy raises several types for damaged files
-        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})") from None
+        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})", error_name(err)) from None
     for name in ("pt3d_68", "pts_3d", "pt2d", "pts_2d"):
         if name in mat:
             pts = _numeric(path, name, mat[name])

@@ -2,10 +2,13 @@
 
 The dataset builder works in two steps so that augmentation never re-warps a crop:
 
-1. A *source item* (`SourceItem`) names the files of one real sample. The iterators list them for each
-   source: `iter_300wlp` (the 300W-LP tree), `iter_aflw2000` (AFLW2000-3D, optionally one fold of
-   `r3fa.folds`), `iter_landmark_images` (any folder of images with 68-point `.pts`/`.ljson` files; these
-   have no 3DMM label and serve prediction and previews only, see `load_image_landmarks`).
+1. A *source item* (`SourceItem`) names the files of one real sample. Discovery lists them for each
+   source: `discover_300wlp` (the 300W-LP tree), `discover_aflw2000` (AFLW2000-3D, optionally one fold of
+   `r3fa.folds`); both (and the folder audit, `r3fa.audit`) list files with `group_files` and pair them with
+   `pair_inputs`, so every image or `.mat` they see is an *input*: a usable item, or a `Rejection` (unpaired
+   file, key collision) with its reason. `iter_300wlp` / `iter_aflw2000` give the items only.
+   `iter_landmark_images` lists any folder of images with 68-point `.pts`/`.ljson` files; these
+   have no 3DMM label and serve prediction and previews only, see `load_image_landmarks`.
 2. `load_source_sample` reads an item into a `BaseSample`: the full image, the 3DDFA landmark roi, the
    image-frame affine of the annotation's pose, 40 shape + 10 expression coefficients, 68 image-frame
    landmarks and the label NME. It is the one place where an (image, annotation[, landmark file]) becomes a
@@ -21,7 +24,7 @@ No reader for the official 120x120 benchmark crops lives here: the dataset build
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,15 +34,16 @@ import numpy as np
 
 from r3fa.crop import CROP_SIZE, roi_from_landmarks
 from r3fa.folds import fold_of_index
-from r3fa.io import BadInputError, read_annotation, read_image, read_landmarks_file
+from r3fa.io import MAX_IMAGE_PIXELS, BadInputError, read_annotation, read_image, read_landmarks_file
 from r3fa.labels import crop_frame_params, image_frame_affine, landmark_nme, landmarks_in_crop, refit_coefficients
 from r3fa.landmark_symmetry import IBUG68_FLIP, mirror_coefficients
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_degrees
-from r3fa.records import DATASET_CONVENTION, SampleRecord
+from r3fa.records import DATASET_CONVENTION, Rejection, SampleRecord
 
 W300LP_SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")  # matched case-insensitively
+ANNOTATION_SUFFIX = ".mat"
 LANDMARK_SUFFIXES = (".pts", ".ljson")
 LANDMARKS_DIR = "landmarks"  # 300W-LP's folder of `<subset>/<name>_pts.mat` side files (not annotations)
 _UNIT_CROP = np.array([0.0, 0.0, CROP_SIZE, CROP_SIZE])  # the roi under which crop pixels are the frame itself
@@ -65,6 +69,7 @@ class SourceItem:
     image_path: str
     annotation_path: str
     landmark_path: str = ""
+    landmark_style: str = ""  # "2d"/"3d": no annotation, the label is fitted to the points (r3fa.landmarks68)
 
     @property
     def has_label(self) -> bool:
@@ -97,6 +102,7 @@ class BaseSample:
     label_nme: float
     pose_deg: np.ndarray
     annotation_yaw_deg: float
+    fitted: bool = False  # the label was fitted to 2D landmarks (r3fa.landmarks68), not read from a .mat
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,24 +166,102 @@ def side_landmarks_path(annotation_path: str | Path) -> Path:
     return folder.parent / LANDMARKS_DIR / folder.name / f"{annotation_path.stem}_pts.mat"
 
 
-def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
-    """The 300W-LP tree `{AFW,HELEN,IBUG,LFPW}[_Flip]/<subset>_<name>_<k>.{jpg,mat}`, sorted by path.
+Input = SourceItem | Rejection  # one discovered input: a usable item, or a file set aside with why
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """The image and annotation files that share one folder and stem (suffixes matched case-insensitively).
+
+    Attributes:
+        stem: `folder / stem`, the group's name.
+        images: files with a suffix in `IMAGE_SUFFIXES`, sorted (more than one is a key collision).
+        annotations: `.mat` files, sorted (more than one is a key collision).
+    """
+
+    stem: Path
+    images: tuple[Path, ...]
+    annotations: tuple[Path, ...]
+
+
+def group_files(folder: str | Path, recursive: bool = False, exclude: Callable[[Path], bool] | None = None) -> list[FileGroup]:
+    """The one file listing of the dataset builder and the audit: every image and `.mat` under `folder`,
+    grouped by (folder, stem), sorted by stem path.
+
+    Suffixes are matched case-insensitively (`image1.JPG` pairs with `image1.Mat`). A dangling symlink is
+    listed (reading it gives the rejection); folders are not.
+
+    Args:
+        folder: where to look.
+        recursive: also look in sub-folders (the audit); the builder's sources list one folder each.
+        exclude: files for which this returns True are not listed (300W-LP's side landmark files).
+    """
+    found: dict[Path, tuple[list[Path], list[Path]]] = {}
+    for path in Path(folder).rglob("*") if recursive else Path(folder).iterdir():
+        suffix = path.suffix.lower()
+        if suffix not in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX) or path.is_dir() or (exclude and exclude(path)):
+            continue
+        images, annotations = found.setdefault(path.with_suffix(""), ([], []))
+        (annotations if suffix == ANNOTATION_SUFFIX else images).append(path)
+    return [FileGroup(stem, tuple(sorted(found[stem][0])), tuple(sorted(found[stem][1]))) for stem in sorted(found)]
+
+
+def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], SourceItem], source: str) -> list[Input]:
+    """One input per listed file group, in order: the item of its (image, annotation) pair or the rejection
+    of an unpaired file ("missing annotation", "missing image"), then one rejection per extra file of the
+    group (two images or two `.mat` files of one stem: "key collision", naming the file that was kept).
+    Items whose key another item already has are rejected the same way (`unique_keys`)."""
+    inputs: list[Input] = []
+    for group in groups:
+        image = group.images[0] if group.images else None
+        annotation = group.annotations[0] if group.annotations else None
+        if image is not None and annotation is not None:
+            inputs.append(make_item(image, annotation))
+        elif image is not None:
+            inputs.append(Rejection(str(image), "missing annotation", "discover", source=source))
+        else:
+            inputs.append(Rejection(str(annotation), "missing image", "discover", source=source))
+        for extra, kept in [*((p, image) for p in group.images[1:]), *((p, annotation) for p in group.annotations[1:])]:
+            inputs.append(Rejection(str(extra), f"key collision: same name as {kept}", "discover", source=source))
+    return unique_keys(inputs)
+
+
+def unique_keys(inputs: Iterable[Input]) -> list[Input]:
+    """The inputs with every item whose key an earlier item already has replaced by its rejection (stage
+    "discover", reason "key collision: <key> is also made from <the first item's image>"): the first item
+    in listing order keeps the key, so a build is the same whatever else collides with it."""
+    first: dict[str, SourceItem] = {}
+    out: list[Input] = []
+    for entry in inputs:
+        if isinstance(entry, SourceItem) and entry.key in first:
+            reason = f"key collision: {entry.key} is also made from {first[entry.key].image_path}"
+            entry = Rejection(entry.image_path, reason, "discover", key=entry.key, source=entry.source)
+        elif isinstance(entry, SourceItem):
+            first[entry.key] = entry
+        out.append(entry)
+    return out
+
+
+def discover_300wlp(root: str | Path) -> list[Input]:
+    """The inputs of a 300W-LP tree `{AFW,HELEN,IBUG,LFPW}[_Flip]/<subset>_<name>_<k>.{jpg,mat}`, by folder
+    and path (`group_files` in each folder that exists, `pair_inputs`).
 
     The side landmark file (`side_landmarks_path`: `landmarks/<subset>/<file stem>_pts.mat`) is attached
     when it exists; a flipped image never gets the un-flipped image's file. Subject ids strip the subset
     prefix and the profile index `_<k>` and ignore `_Flip`, so a face, its profile views and their mirror
-    images form one subject ("IBUG/image_008_1"). Images without a `.mat` are skipped.
+    images form one subject ("IBUG/image_008_1"). Sources are `300wlp/<folder>`.
     """
     root = Path(root)
+    inputs: list[Input] = []
     for subset in W300LP_SUBSETS:
         for folder in (subset, f"{subset}_Flip"):
-            for image in sorted((root / folder).glob("*.jpg")):
-                mat = image.with_suffix(".mat")
-                if not mat.is_file():
-                    continue
+            if not (root / folder).is_dir():
+                continue
+
+            def make_item(image: Path, mat: Path, subset: str = subset, folder: str = folder) -> SourceItem:
                 name = image.stem.removeprefix(f"{subset}_")
                 landmarks = side_landmarks_path(mat)
-                yield SourceItem(
+                return SourceItem(
                     key=_key("300wlp", folder, name),
                     source=f"300wlp/{folder}",
                     subject_id=f"{subset}/{_strip_profile_index(name)}",
@@ -186,22 +270,48 @@ def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
                     landmark_path=str(landmarks) if landmarks.is_file() else "",
                 )
 
+            inputs += pair_inputs(group_files(root / folder), make_item, f"300wlp/{folder}")
+    return unique_keys(inputs)
 
-def iter_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 2) -> Iterator[SourceItem]:
-    """AFLW2000-3D `image*.jpg` + `.mat` in sorted-name order; with `fold`, only the images at sorted
-    positions in that fold (`r3fa.folds.fold_of_index`). Each image is its own subject."""
+
+def discover_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 2) -> list[Input]:
+    """The inputs of an AFLW2000-3D folder (`.jpg` + `.mat` of one stem), sorted by name; with `fold`, only the
+    stems at sorted positions in that fold (`r3fa.folds.fold_of_index`; positions count the stems that have an
+    image, so the folds are those of the benchmark). An annotation without an image belongs to no fold: every
+    fold reports it. Each image is its own subject; the source is "aflw2000_3d"."""
     if fold is not None and not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} out of range for {n_folds} folds")
-    for index, image in enumerate(sorted(Path(root).glob("image*.jpg"))):
-        if fold is not None and fold_of_index(index, n_folds) != fold:
-            continue
-        yield SourceItem(
+    groups, position = [], -1
+    for group in group_files(root):
+        position += bool(group.images)
+        if fold is None or not group.images or fold_of_index(position, n_folds) == fold:
+            groups.append(group)
+
+    def make_item(image: Path, mat: Path) -> SourceItem:
+        return SourceItem(
             key=_key("aflw2000_3d", image.stem),
             source="aflw2000_3d",
             subject_id=f"aflw2000_3d/{image.stem}",
             image_path=str(image),
-            annotation_path=str(image.with_suffix(".mat")),
+            annotation_path=str(mat),
         )
+
+    return pair_inputs(groups, make_item, "aflw2000_3d")
+
+
+def items_of(inputs: Iterable[Input]) -> Iterator[SourceItem]:
+    """The usable items of a list of inputs."""
+    return (entry for entry in inputs if isinstance(entry, SourceItem))
+
+
+def iter_300wlp(root: str | Path) -> Iterator[SourceItem]:
+    """The usable items of a 300W-LP tree (`discover_300wlp` without its rejections)."""
+    return items_of(discover_300wlp(root))
+
+
+def iter_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 2) -> Iterator[SourceItem]:
+    """The usable items of an AFLW2000-3D folder (`discover_aflw2000` without its rejections)."""
+    return items_of(discover_aflw2000(root, fold, n_folds))
 
 
 def iter_landmark_images(folder: str | Path, source: str | None = None) -> Iterator[SourceItem]:
@@ -258,7 +368,9 @@ def label_landmarks(
     return posed_vertices(model or _bfm68(), compose(image_affine, shape, exp))[:2]
 
 
-def load_source_sample(item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None) -> BaseSample:
+def load_source_sample(
+    item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS
+) -> BaseSample:
     """Read one labelled source item into its image frame: the one reader from (image, annotation[, landmark
     file]) to label and label NME, for the dataset builder and the audit alike.
 
@@ -271,6 +383,7 @@ def load_source_sample(item: SourceItem, *, refit: bool = False, model: Morphabl
         refit: refit the 50 coefficients (pose kept) to the annotation's landmarks
             (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
         model: the 68-point model for the refit and the label NME; default `load_model("bfm68")`.
+        max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
 
     Returns:
         The base sample; `label_nme` compares the (refitted) label's landmarks with the annotation's.
@@ -279,9 +392,13 @@ def load_source_sample(item: SourceItem, *, refit: bool = False, model: Morphabl
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
         ValueError: the item has no 3DMM label (e.g. from `iter_landmark_images`).
     """
+    if not item.has_label and item.landmark_style:
+        from r3fa.landmarks68 import load_fitted_sample  # imports this module
+
+        return load_fitted_sample(item, max_image_pixels)
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
-    image = read_image(item.image_path)
+    image = read_image(item.image_path, max_image_pixels)
     annotation = read_annotation(item.annotation_path)
     landmarks = _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
     roi = roi_from_landmarks(landmarks)
@@ -386,4 +503,5 @@ def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | N
         landmarks=landmarks.astype(np.float32),
         pose_deg=pose_degrees(params).astype(np.float32),
         label_nme=100.0 * float(landmark_nme(reconstructed, landmarks)),
+        fitted=base.fitted,
     )

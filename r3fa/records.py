@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from r3fa.crop import CropConvention
+from r3fa.io import BadInputError, error_name
 
 DATASET_CONVENTION = CropConvention.V1  # labels in every shard set are in this crop convention
 
@@ -32,6 +33,7 @@ class SampleRecord:
     synthetic: bool = False
     yaw_increment: float = 0.0  # degrees added by face profiling (0 for real samples)
     augment: tuple[dict, ...] = field(default_factory=tuple)  # applied ops with their parameters, in order
+    fitted: bool = False  # label fitted to 2D landmarks (r3fa.landmarks68), not a 3DMM annotation
 
     def derived(self, **changes) -> "SampleRecord":
         """A copy with some fields changed (parent_key defaults to this record's key)."""
@@ -41,8 +43,31 @@ class SampleRecord:
 
 @dataclass(frozen=True)
 class Rejection:
-    """An input set aside, with why."""
+    """An input (or one planned sample of it) set aside, with why.
+
+    Attributes:
+        path: the input file at fault.
+        reason: why, in words (`r3fa.io.BadInputError` wording, a check's finding, or the exception message).
+        stage: where: "discover" (the file listing), "ingest", "augment", "synthesis", "label", "encode".
+        error: the exception class behind it (`r3fa.io.error_name`); "" when a check decided, not an exception.
+        key: the sample (or source item) key it was planned under; "" when there is none.
+        source: the source name of the item ("aflw2000_3d", "300wlp/AFW", ...); "" when not known.
+    """
 
     path: str
     reason: str
     stage: str = "ingest"
+    error: str = ""
+    key: str = ""
+    source: str = ""
+
+
+def rejection_of(err: Exception, path: str, stage: str) -> Rejection:
+    """The rejection of one sample whose stage raised `err`: a `BadInputError` keeps its own path, reason and
+    error class; any other exception (a decoder's, a linear-algebra routine's, the filesystem's) is charged to
+    `path` with its class name and first message line as the reason."""
+    if isinstance(err, BadInputError):
+        return Rejection(err.path, err.reason, stage, err.error)
+    message = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    reason = f"{error_name(err)}: {message}" if message else error_name(err)
+    return Rejection(path, reason, stage, error_name(err))
