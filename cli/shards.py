@@ -6,6 +6,8 @@ only parses options, shows progress and prints tables.
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -16,6 +18,11 @@ from rich.text import Text
 
 app = typer.Typer(help="Build, verify and inspect WebDataset shard sets.", no_args_is_help=True)
 console = Console()
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 class _RateColumn(ProgressColumn):
@@ -37,6 +44,7 @@ def _counts_table(title: str, counts: dict[tuple, int], columns: list[str]) -> T
 @app.command(
     epilog="Examples:\n\n"
     "r3fa shards build configs/mix/demo.yaml --out runs/shards/demo --workers 2\n\n"
+    "r3fa shards build configs/mix/test.yaml --out /tmp/shards/test --workers 0 --format json\n\n"
     "r3fa shards build configs/mix/paper-680k.yaml --out /data/shards/paper --scheduler tcp://SCHEDULER_HOST:8786\n\n"
     "Killed or failed? Run the same command again: finished shards are kept, the rest is rebuilt, and the result "
     "is byte-identical to an uninterrupted build."
@@ -46,18 +54,24 @@ def build(
     out: Path = typer.Option(..., "--out", help="shard-set folder (created; an existing build is resumed)"),
     workers: int = typer.Option(1, "--workers", min=0, help="Dask worker processes (0: no Dask, in-process)"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+    format: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="summary on stdout as a table, or as JSON (no progress bar)"
+    ),
 ) -> None:
-    """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejected.parquet and manifest.json."""
-    from pydantic import ValidationError
+    """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejected.parquet and manifest.json.
 
+    A config or folder mistake (missing or invalid config, a source root without pairs, --out a file or held
+    by another build, too many inputs rejected) is a `UserError`: one line (one per source for the rejection
+    rate), exit code 2.
+    """
     from pipelines.build import build_shards
     from pipelines.mix import load_mix
 
-    try:
-        mix = load_mix(config)
-    except (FileNotFoundError, ValidationError) as err:
-        raise typer.BadParameter(str(err), param_hint="CONFIG") from None
-
+    mix = load_mix(config)
+    if format is OutputFormat.json:
+        summary = build_shards(mix, out, workers=workers, scheduler=scheduler)
+        typer.echo(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
+        return
     columns = [TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]  # fmt: skip
     with Progress(*columns, console=console) as progress:
@@ -75,23 +89,35 @@ def build(
         table.add_row(split, *map(str, bins), str(counts["by_split"][split]))
     table.add_row("all", *map(str, counts["by_yaw_bin"].values()), str(counts["samples"]))
     console.print(table)
-    sources = ", ".join(f"{k} {v}" for k, v in counts["by_source"].items())
-    console.print(f"sources: {sources}; synthetic {counts['synthetic']}; planned {summary.planned}; "
+    inputs = ", ".join(f"{k} {v['accepted']}/{v['inputs']}" for k, v in summary.inputs.items())
+    console.print(f"inputs accepted: {inputs}; synthetic {counts['synthetic']}; planned {summary.planned}; "
                   f"rejected {summary.rejected} (rejected.parquet)")  # fmt: skip
 
 
-@app.command(epilog="Example: r3fa shards verify runs/shards/demo  (exit 1 and a list of mismatches if anything differs)")
-def verify(out: Path = typer.Argument(..., help="shard-set folder")) -> None:
-    """Re-hash every tar and cross-check tar, DALI index, Parquet and manifest; exit 1 on any mismatch."""
+@app.command(
+    epilog="Example: r3fa shards verify runs/shards/demo --format json  (exit 1 and the findings if anything differs)"
+)
+def verify(
+    out: Path = typer.Argument(..., help="shard-set folder"),
+    format: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help='findings as a list, or as JSON {"out", "ok", "problems"}'
+    ),
+) -> None:
+    """Re-hash every file and check everything the manifest claims (counts, whitening, Parquet vs tar); exit 1 on
+    any finding."""
     from pipelines.verify import verify_shard_set
 
     problems = verify_shard_set(out)
-    if problems:
+    if format is OutputFormat.json:
+        typer.echo(json.dumps({"out": str(out), "ok": not problems, "problems": problems}, indent=1))
+    elif problems:
         console.print(f"[red]{len(problems)} mismatch(es) in {out}:")
         for problem in problems:
             console.print(f"  - {problem}", markup=False)
+    else:
+        console.print(f"[green]{out}: OK")
+    if problems:
         raise typer.Exit(1)
-    console.print(f"[green]{out}: OK")
 
 
 @app.command(epilog="Example: r3fa shards inspect runs/shards/demo --sheet sheet.png --n 24")

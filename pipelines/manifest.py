@@ -5,7 +5,10 @@ file at a time, so memory does not grow with the dataset); never from task resul
 writes the same manifest as an uninterrupted one. Its JSON schema is `schemas/manifest.schema.json`
 (`MANIFEST_VERSION`). Inputs are hashed by metadata, not content: sha256 over the sorted lines
 `path-relative-to-data-root size mtime_ns` of every input file (reading 122k images to hash them would cost
-more than the build's ingest).
+more than the build's ingest); a file that cannot be stat'ed (a dangling symlink, a missing or unreadable
+file: ingest rejects it) is hashed as `path missing <error>` instead, so hashing never fails.
+"Every input is a sample or a rejection": `inputs.by_source` counts, per source, the inputs discovered,
+accepted (at least one sample in the set) and rejected (set aside while discovering, or no sample made).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pipelines.mix import MixConfig
 from pipelines.plan import Plan
 from pipelines.shard import ShardFiles, read_done
 from pipelines.tables import schema_version
-from r3fa.provenance import code_version
+from r3fa.provenance import code_version, file_sha256
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.params import PARAM_DIM, Whitening
 from r3fa.paths import PROJECT_ROOT, data_root
@@ -35,7 +38,11 @@ from r3fa.records import DATASET_CONVENTION
 MANIFEST_VERSION = 1
 MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"
 REJECTED_FILE = "rejected.parquet"
-INPUT_HASH_METHOD = "sha256 of sorted lines 'path size mtime_ns' of every input file (paths relative to the data root)"
+MANIFEST_FILE = "manifest.json"
+INPUT_HASH_METHOD = (
+    "sha256 of sorted lines 'path size mtime_ns' of every input file (paths relative to the data root; "
+    "'path missing <error>' for a file that cannot be stat'ed)"
+)
 
 
 def inputs_hash(items: Sequence[SourceItem]) -> tuple[str, int]:
@@ -46,9 +53,13 @@ def inputs_hash(items: Sequence[SourceItem]) -> tuple[str, int]:
         root = None
     lines = []
     for path in sorted({p for item in items for p in (item.image_path, item.annotation_path, item.landmark_path) if p}):
-        stat = os.stat(path)
         shown = os.path.relpath(path, root) if root and Path(path).is_relative_to(root) else path
-        lines.append(f"{shown} {stat.st_size} {stat.st_mtime_ns}")
+        try:
+            stat = os.stat(path)
+        except OSError as err:
+            lines.append(f"{shown} missing {type(err).__name__}")
+        else:
+            lines.append(f"{shown} {stat.st_size} {stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
 
 
@@ -86,6 +97,18 @@ def _yaw_bins(yaw: np.ndarray) -> Counter:
     return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
 
 
+def input_counts(plan: Plan, accepted_items: set[str]) -> dict[str, dict[str, int]]:
+    """Per source: `inputs` discovered, `accepted` (items with at least one sample in the set, by item key)
+    and `rejected` (inputs set aside while discovering, and items none of whose samples was made), so that
+    `inputs == accepted + rejected`."""
+    counts = {source: {"inputs": n, "accepted": 0, "rejected": 0} for source, n in plan.inputs_by_source().items()}
+    for rejection in plan.rejected:
+        counts[rejection.source]["rejected"] += 1
+    for item in plan.items:
+        counts[item.source]["accepted" if item.key in accepted_items else "rejected"] += 1
+    return counts
+
+
 def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tuple[str, int]) -> dict:
     """The manifest of a complete shard set (every planned shard has its `.done`).
 
@@ -95,19 +118,25 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
         out_dir: the shard-set folder.
         inputs: (sha256, number of files) of the inputs (`inputs_hash`).
 
+    `counts.rejected` counts every row of rejected.parquet (the inputs set aside while discovering too), and
+    `counts.planned` the planned samples plus those inputs, so that `planned == samples + rejected`.
+
     Raises:
         FileNotFoundError: a planned shard is not complete.
     """
     stats = _ParamStats()
     by_split, by_source, by_bin, by_split_bin = Counter(), Counter(), Counter(), Counter()
-    synthetic = rejected = 0
+    synthetic, rejected = 0, len(plan.rejected)
+    item_of = {spec.key: spec.item.key for shard in plan.shards for spec in shard.samples}
+    accepted_items: set[str] = set()
     shards = []
     for shard in plan.shards:
         files = ShardFiles.of(out_dir, shard.name)
         done = read_done(files)
         if done is None:
             raise FileNotFoundError(f"{files.done}: shard {shard.name} is not complete")
-        table = pq.read_table(files.parquet, columns=["source", "synthetic", "yaw", "params"])
+        table = pq.read_table(files.parquet, columns=["key", "source", "synthetic", "yaw", "params"])
+        accepted_items.update(item_of[key] for key in table.column("key").to_pylist())
         yaw = table.column("yaw").to_numpy()
         by_split[shard.split] += table.num_rows
         by_source.update(table.column("source").to_pylist())
@@ -127,6 +156,8 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
             "sha256": done["tar_sha256"],
             "idx": files.idx.name,
             "parquet": files.parquet.name,
+            "parquet_sha256": file_sha256(files.parquet),
+            "parquet_bytes": files.parquet.stat().st_size,
         })  # fmt: skip
     digest, n_files = inputs
     return {
@@ -142,11 +173,12 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
             "files": n_files,
             "items": len(plan.items),
             "items_by_source": dict(sorted(Counter(item.source for item in plan.items).items())),
+            "by_source": input_counts(plan, accepted_items),
         },
         "whitening": stats.whitening(f"{config.name}-train").to_dict(),
         "counts": {
             "samples": sum(by_split.values()),
-            "planned": plan.n_samples,
+            "planned": plan.n_samples + len(plan.rejected),
             "rejected": rejected,
             "synthetic": synthetic,
             "by_split": {split: by_split.get(split, 0) for split in ("train", "val")},
@@ -155,12 +187,13 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
             "by_split_yaw_bin": {f"{s}/{b}": by_split_bin.get(f"{s}/{b}", 0) for s in ("train", "val") for b in BIN_NAMES},
         },
         "rejected_file": REJECTED_FILE,
+        "rejected_sha256": file_sha256(Path(out_dir) / REJECTED_FILE),
         "shards": shards,
     }
 
 
 def write_manifest(manifest: dict, out_dir: str | Path) -> Path:
     """Write `manifest.json` atomically (sorted keys, so equal manifests are equal bytes)."""
-    path = Path(out_dir) / "manifest.json"
+    path = Path(out_dir) / MANIFEST_FILE
     write_bytes_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return path

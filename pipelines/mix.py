@@ -15,37 +15,51 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r3fa.augment import AugmentPolicy
 from r3fa.config import load_config
+from r3fa.io import MAX_IMAGE_PIXELS
 from r3fa.paths import data_root
 
 if TYPE_CHECKING:
     from pipelines.synthesis_stage import SynthesisConfig
 
 MB = 1_000_000
+MAX_COPIES_PER_IMAGE = 1000  # records per source image; more is a typo, not a dataset
 
 
 class SourceConfig(BaseModel):
     """One labelled source of real samples.
 
     Attributes:
-        kind: "300wlp" (the 300W-LP tree, `r3fa.readers.iter_300wlp`) or "aflw2000_3d"
-            (`r3fa.readers.iter_aflw2000`).
+        kind: "300wlp" (the 300W-LP tree, `r3fa.readers.iter_300wlp`), "aflw2000_3d"
+            (`r3fa.readers.iter_aflw2000`) or "landmarks68" (images with 68 2D landmarks, labels fitted:
+            `r3fa.landmarks68`).
         root: folder, relative to the reference-data root (`r3fa.paths.data_root`) unless absolute.
         fold: with `n_folds`, only this fold of AFLW2000-3D (`r3fa.folds`).
         n_folds: number of folds.
         limit: the first `limit` items only (sorted order), for small builds.
+        points: landmarks68 only: an `.npy` (N, 2, 68) of points in sorted image order (same root rule);
+            default a landmark file beside each image.
+        style: landmarks68 only: "2d" (jaw on the visible outline: landmark marching) or "3d".
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["300wlp", "aflw2000_3d"]
+    kind: Literal["300wlp", "aflw2000_3d", "landmarks68"]
     root: Path
     fold: int | None = Field(None, ge=0)
     n_folds: int = Field(2, ge=2)
     limit: int | None = Field(None, ge=1)
+    points: Path | None = None
+    style: Literal["2d", "3d"] = "2d"
 
     def resolved_root(self) -> Path:
         """The source folder as an absolute path."""
         return self.root if self.root.is_absolute() else data_root() / self.root
+
+    def resolved_points(self) -> Path | None:
+        """The landmarks68 points array as an absolute path, or None."""
+        if self.points is None:
+            return None
+        return self.points if self.points.is_absolute() else data_root() / self.points
 
     @model_validator(mode="after")
     def _fold_needs_aflw(self) -> "SourceConfig":
@@ -53,6 +67,8 @@ class SourceConfig(BaseModel):
             raise ValueError("fold/n_folds select a part of AFLW2000-3D only")
         if self.fold is not None and self.fold >= self.n_folds:
             raise ValueError(f"fold {self.fold} out of range for {self.n_folds} folds")
+        if self.points is not None and self.kind != "landmarks68":
+            raise ValueError("points: a points array belongs to a landmarks68 source only")
         return self
 
 
@@ -73,15 +89,19 @@ class MixConfig(BaseModel):
         max_label_nme: samples whose label NME (percent) exceeds this are rejected (stage "label").
         refit: refit the 50 coefficients to the annotation landmarks (`r3fa.readers.load_source_sample`).
         jpeg_quality: quality of the stored JPEG crops.
+        max_image_pixels: an image declaring more pixels in its header is rejected without being decoded
+            (decompression bombs); the default is 200 times a 450x450 300W-LP image.
+        max_reject_fraction: the build fails, with one line per source, when more than this share of a
+            source's inputs is rejected (instead of producing a mostly empty set).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     sources: list[SourceConfig] = Field(min_length=1)
     augmentation: AugmentPolicy = AugmentPolicy()
     synthesis: dict | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     shard_size_mb: float = Field(256.0, gt=0)
     sample_bytes: int = Field(12_000, gt=0)
@@ -89,10 +109,19 @@ class MixConfig(BaseModel):
     max_label_nme: float = Field(5.0, gt=0)
     refit: bool = False
     jpeg_quality: int = Field(95, ge=1, le=100)
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
+    max_reject_fraction: float = Field(0.2, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_synthesis(self) -> "MixConfig":
         self.synthesis_config()
+        return self
+
+    @model_validator(mode="after")
+    def _check_copies(self) -> "MixConfig":
+        copies = self.augmentation.copies_per_image
+        if not copies <= MAX_COPIES_PER_IMAGE:  # also refuses .inf and .nan
+            raise ValueError(f"augmentation.copies_per_image must be a number from 1 to {MAX_COPIES_PER_IMAGE}")
         return self
 
     def synthesis_config(self) -> "SynthesisConfig | None":

@@ -1,6 +1,7 @@
 """The build plan: every sample of a shard set named before any image is read.
 
-Enumerate the sources into `SourceItem`s, expand each into its augmentation copies
+Discover the sources' inputs (`r3fa.readers.discover_*`: each a `SourceItem`, or a `Rejection` of an unpaired
+file or a key collision, which the plan keeps so that the build reports it), expand each into its augmentation copies
 (`r3fa.augment.copies_for`) and the face-profiling jobs (`pipelines.synthesis_stage.synthesis_jobs`), put
 each sample in a split by a hash of its subject, shuffle each split with the seed and cut it into shards of
 a fixed size. The plan is small metadata (keys and file paths); it is the same on every run of the same
@@ -10,9 +11,7 @@ config, which is what lets an interrupted build resume shard by shard.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +19,10 @@ import numpy as np
 
 from pipelines.mix import MixConfig, SourceConfig
 from r3fa.augment import copies_for
-from r3fa.readers import SourceItem, iter_300wlp, iter_aflw2000
+from r3fa.errors import UserError
+from r3fa.landmarks68 import discover_landmarks68
+from r3fa.readers import Input, SourceItem, discover_300wlp, discover_aflw2000, unique_keys
+from r3fa.records import Rejection
 
 SPLITS = ("train", "val")
 
@@ -68,24 +70,44 @@ class ShardSpec:
 
 @dataclass(frozen=True)
 class Plan:
-    """The whole build: the source items (for the inputs hash) and the shards, train first."""
+    """The whole build: the source items (for the inputs hash), the inputs set aside while discovering them,
+    and the shards, train first. Every discovered input is in `items` or in `rejected`."""
 
     items: tuple[SourceItem, ...]
     shards: tuple[ShardSpec, ...]
+    rejected: tuple[Rejection, ...] = ()
 
     @property
     def n_samples(self) -> int:
         return sum(len(s.samples) for s in self.shards)
 
+    def inputs_by_source(self) -> dict[str, int]:
+        """Inputs discovered per source name (items and discovery rejections)."""
+        return dict(sorted(Counter([*(i.source for i in self.items), *(r.source for r in self.rejected)]).items()))
 
-def iter_source(source: SourceConfig) -> Iterator[SourceItem]:
-    """The items of one configured source, in the readers' sorted order, cut at `limit`."""
+
+def discover_source(source: SourceConfig) -> list[Input]:
+    """The inputs of one configured source, in the readers' sorted order, cut at `limit`.
+
+    Raises:
+        UserError: the root is not a folder, or it holds no (image, annotation) pair.
+    """
     root = source.resolved_root()
+    if not root.is_dir():
+        raise UserError(f"source {source.kind} root {root}: not a folder (check the mix config's sources[].root)")
     if source.kind == "300wlp":
-        items = iter_300wlp(root)
+        inputs = discover_300wlp(root)
+    elif source.kind == "landmarks68":
+        inputs = discover_landmarks68(root, source.resolved_points(), source.style)
     else:
-        items = iter_aflw2000(root, source.fold, source.n_folds)
-    return itertools.islice(items, source.limit)
+        inputs = discover_aflw2000(root, source.fold, source.n_folds)
+    inputs = inputs[: source.limit]
+    if not any(isinstance(entry, SourceItem) for entry in inputs):
+        raise UserError(
+            f"source {source.kind} root {root}: no image with its .mat annotation found "
+            f"({len(inputs)} unusable file(s)); check the path and the folder layout"
+        )
+    return inputs
 
 
 def split_of(subject_id: str, val_fraction: float) -> str:
@@ -126,12 +148,11 @@ def make_plan(config: MixConfig) -> Plan:
         smaller), each split shuffled with a generator seeded by (seed, split).
 
     Raises:
-        ValueError: two source items with the same key (e.g. one source listed twice).
+        UserError: a source root that is not a folder or holds no pair (`discover_source`).
     """
-    items = [item for source in config.sources for item in iter_source(source)]
-    duplicates = sorted(k for k, n in Counter(item.key for item in items).items() if n > 1)[:5]
-    if duplicates:
-        raise ValueError(f"source items with the same key (a source listed twice?): {duplicates}")
+    inputs = unique_keys(entry for source in config.sources for entry in discover_source(source))
+    items = [entry for entry in inputs if isinstance(entry, SourceItem)]
+    rejected = tuple(entry for entry in inputs if isinstance(entry, Rejection))
     by_split: dict[str, list[SampleSpec]] = {split: [] for split in SPLITS}
     for spec in _sample_specs(config, items):
         by_split[split_of(spec.item.subject_id, config.val_fraction)].append(spec)
@@ -144,4 +165,4 @@ def make_plan(config: MixConfig) -> Plan:
         for index, start in enumerate(range(0, len(shuffled), size)):
             name = f"{config.name}-{split}-{index:06d}"
             shards.append(ShardSpec(name, split, index, tuple(shuffled[start : start + size])))
-    return Plan(tuple(items), tuple(shards))
+    return Plan(tuple(items), tuple(shards), rejected)

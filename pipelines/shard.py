@@ -24,7 +24,7 @@ from pipelines.samples import make_samples
 from pipelines.tables import augment_json, rejection_row, sample_row, write_table
 from pipelines.writer import ShardWriter
 from r3fa.provenance import file_sha256
-from r3fa.records import Rejection, SampleRecord
+from r3fa.records import Rejection, SampleRecord, rejection_of
 
 PARTS_DIR = "parts"
 IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT = "jpg", "params.f32", "lms.f32", "json"
@@ -77,6 +77,7 @@ def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, b
         "subject_id": record.subject_id,
         "parent_key": record.parent_key,
         "synthetic": bool(record.synthetic),
+        "fitted": bool(record.fitted),
         "yaw_increment": float(record.yaw_increment),
         "pose_deg": [float(v) for v in record.pose_deg],
         "label_nme": float(record.label_nme),
@@ -115,11 +116,17 @@ def build_shard(shard: ShardSpec, config: MixConfig, out_dir: str | Path, stamp:
     rows, rejections = [], []
     with ShardWriter(files.tar, files.idx) as writer:
         for spec, made in make_samples(shard.samples, config):
+            if isinstance(made, SampleRecord):
+                try:
+                    jpeg = encode_jpeg(made.crop, config.jpeg_quality)
+                    members = sample_members(made, shard.split, jpeg)
+                except Exception as err:  # a sample that cannot be encoded is rejected like any other
+                    made = rejection_of(err, spec.item.image_path, "encode")
+                    made = Rejection(made.path, made.reason, made.stage, made.error, spec.key, spec.item.source)
             if isinstance(made, Rejection):
-                rejections.append(rejection_row(spec.key, shard.tar, made))
+                rejections.append(rejection_row(made, shard.tar))
                 continue
-            jpeg = encode_jpeg(made.crop, config.jpeg_quality)
-            writer.write(made.key, sample_members(made, shard.split, jpeg))
+            writer.write(made.key, members)
             rows.append(sample_row(made, shard.tar, shard.split, hashlib.sha256(jpeg).hexdigest()))
     write_table(files.parquet, rows, "samples")
     write_table(files.rejected, rejections, "rejected")

@@ -40,7 +40,7 @@ class SynthesisConfig(BaseModel):
             texture (self-occluded in the source, or outside the image).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stage: Literal["face_profiling"] = STAGE
     count: int = Field(ge=0)
@@ -138,6 +138,7 @@ def synthesize_sample(
         label_nme=base.label_nme,
         parent_key=item.key,
         synthetic=True,
+        fitted=base.fitted,
         yaw_increment=face.yaw_increment,
         augment=(
             {

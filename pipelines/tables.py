@@ -66,6 +66,7 @@ def sample_row(record: SampleRecord, shard: str, split: str, jpeg_sha256: str) -
         "image_path": record.image_path,
         "parent_key": record.parent_key,
         "synthetic": bool(record.synthetic),
+        "fitted": bool(record.fitted),
         "yaw_increment": float(record.yaw_increment),
         "augment": augment_json(record),
         "yaw": yaw,
@@ -92,9 +93,10 @@ def _plain(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def rejection_row(key: str, shard: str, rejection: Rejection) -> dict:
-    """One row of rejected.parquet."""
-    return {"key": key, "shard": shard, "path": rejection.path, "reason": rejection.reason, "stage": rejection.stage}
+def rejection_row(rejection: Rejection, shard: str = "") -> dict:
+    """One row of rejected.parquet (`shard` is "" for an input set aside before any shard was planned)."""
+    return {"key": rejection.key, "shard": shard, "source": rejection.source, "path": rejection.path,
+            "reason": rejection.reason, "stage": rejection.stage, "error": rejection.error}  # fmt: skip
 
 
 def _to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:

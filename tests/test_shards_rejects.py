@@ -1,5 +1,6 @@
 """Bad inputs in a source folder (an unreadable image, a truncated .mat, NaN parameters, a label far from its
-landmarks) are set aside in rejected.parquet with path, reason and stage; the build goes on and counts them."""
+landmarks) are set aside in rejected.parquet with path, reason, stage and exception class; the build goes on and
+counts them (more cases, through the CLI: tests/test_hostile_build.py)."""
 
 from __future__ import annotations
 
@@ -46,20 +47,24 @@ def test_bad_inputs_are_rejected_and_the_build_goes_on(bad_source: Path, tmp_pat
         augmentation={"copies_per_image": 1},
         samples_per_shard=3,
         val_fraction=0.0,
+        max_reject_fraction=0.5,
     )
     out = tmp_path / "out"
     summary = build_shards(config, out, workers=0)
     assert summary.planned == 8 and summary.samples == 4 and summary.rejected == 4
 
     rejected = pq.read_table(out / "rejected.parquet").to_pylist()
-    by_file = {Path(r["path"]).name: (r["reason"], r["stage"]) for r in rejected}
+    by_file = {Path(r["path"]).name: (r["reason"], r["stage"], r["error"]) for r in rejected}
     stems = sorted(p.stem for p in bad_source.glob("*.jpg"))
-    assert by_file[f"{stems[0]}.jpg"] == ("unreadable image", "ingest")
-    assert by_file[f"{stems[1]}.mat"][0].startswith("truncated or corrupt .mat")
-    assert by_file[f"{stems[2]}.mat"] == ("non-finite values in Pose_Para", "ingest")
-    reason, stage = by_file[f"{stems[3]}.mat"]
-    assert stage == "label" and reason.startswith("label NME")
-    assert all(r["key"] and r["shard"].startswith("bad-train-") for r in rejected)
+    reason, stage, error = by_file[f"{stems[0]}.jpg"]
+    assert reason.startswith("unreadable image") and (stage, error) == ("ingest", "BadInputError")
+    reason, stage, error = by_file[f"{stems[1]}.mat"]
+    assert reason.startswith("truncated or corrupt .mat") and stage == "ingest" and error not in ("", "BadInputError")
+    assert by_file[f"{stems[2]}.mat"] == ("non-finite values in Pose_Para", "ingest", "BadInputError")
+    reason, stage, error = by_file[f"{stems[3]}.mat"]
+    assert stage == "label" and reason.startswith("label NME") and error == ""
+    assert all(r["key"] and r["shard"].startswith("bad-train-") and r["source"] == "aflw2000_3d" for r in rejected)
+    assert summary.inputs == {"aflw2000_3d": {"inputs": 8, "accepted": 4, "rejected": 4}}
     assert verify_shard_set(out) == []
 
 

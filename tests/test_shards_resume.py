@@ -4,6 +4,7 @@ with the same command, gives a folder byte-identical to an uninterrupted build (
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -23,8 +24,15 @@ def _env() -> dict[str, str]:
 
 
 def _build(out: Path, *options: str, **popen) -> subprocess.Popen:
-    cmd = [R3FA, "shards", "build", str(CONFIG), "--out", str(out), *options]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    cmd = [R3FA, "shards", "build", str(CONFIG), "--out", str(out), "--format", "json", *options]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _summary(proc: subprocess.Popen) -> dict:
+    """The JSON summary of a finished build (its stdout), after checking it succeeded."""
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    return json.loads(stdout)
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -37,7 +45,7 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path: Path) -> None:
     proc = _build(killed, start_new_session=True)  # own process group: the kill takes the Dask workers too
     deadline = time.monotonic() + 120
     while not any(killed.glob("*.done")):
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline, "no shard finished in time"
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -46,13 +54,13 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path: Path) -> None:
     assert not (killed / "manifest.json").exists(), "the build finished before the kill; nothing was resumed"
     left = sorted(p.name for p in killed.glob("*.tar")) + sorted(p.name for p in killed.rglob("*.tmp"))
 
-    resumed = _build(killed)
-    output = resumed.communicate(timeout=180)[0].decode()
-    assert resumed.returncode == 0, output
-    assert f"{9 - done} built" in output or done == 9, output
-    uninterrupted = _build(clean, "--workers", "2")  # and the number of workers changes nothing
-    output = uninterrupted.communicate(timeout=180)[0].decode()
-    assert uninterrupted.returncode == 0, output
+    resumed = _summary(_build(killed))
+    assert resumed["built"] == resumed["shards"] - done, (resumed, done)
+    uninterrupted = _summary(_build(clean, "--workers", "2"))  # and the number of workers changes nothing
+    assert uninterrupted["built"] == uninterrupted["shards"]
+    assert {k: resumed[k] for k in ("samples", "rejected", "counts", "inputs")} == {
+        k: uninterrupted[k] for k in ("samples", "rejected", "counts", "inputs")
+    }
 
     assert _hashes(killed) == _hashes(clean), f"after a kill with {done} shard(s) done and {left} on disk"
-    assert not list(killed.rglob("*.tmp"))
+    assert not list(killed.rglob("*.tmp")) and not (killed / ".r3fa-build.lock").exists()
