@@ -2,7 +2,8 @@
 
 The builder already resumes (complete shards are skipped, unfinished ones rebuilt) and runs its shards on a
 Dask cluster (a LocalCluster of `workers` processes, or an existing scheduler), so the flow only wraps it in
-a retried task without result cache (it writes files) and publishes the counts of the manifest.
+a task without result cache (it writes files), retried only for failures that can go differently
+(`flows.retry`), and publishes the counts of the manifest.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_transient
 from pipelines.build import BuildSummary, build_shards
 
 
-@task(name="build-shards", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+@task(
+    name="build-shards", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_transient
+)
 def build_shards_task(config: str, out_dir: str, workers: int, scheduler: str | None) -> BuildSummary:
     """One call of the builder; a retry finishes what the failed attempt left."""
     return build_shards(config, out_dir, workers=workers, scheduler=scheduler)

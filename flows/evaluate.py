@@ -6,6 +6,8 @@ run, any earlier runs named in `compare_with`, the paper's and the published pee
 artifact with the paths of every file written; keys `nme-<benchmark>-<label>-table` / `-files`, so the
 runs of one pipeline (model, baselines) keep separate artifacts. The pipeline flow calls it for the trained model, and
 `compare_with` lets it put the baselines' runs (mean parameters, 3DDFA-V2 mb05) in the same table.
+`mean_params_task` measures the mean-parameter baseline itself (the pipeline's table row, and the floor of
+the retrain flow's promotion gate).
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_transient
 from r3fa.benchmarks import load_benchmark
-from r3fa.evaluation import load_run, write_comparison
+from r3fa.evaluation import MeanParamsPredictor, load_run, write_comparison
 from r3fa.evaluation import evaluate as run_evaluation
 from r3fa.predictor import load_predictor
 from r3fa.report import table_rows
+from r3fa.training import read_dataset_info
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+@task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def evaluate_task(
     checkpoint: str,
     model_name: str | None,
@@ -41,6 +45,18 @@ def evaluate_task(
     predictor = load_predictor(checkpoint, model_name=model_name)
     result = run_evaluation(predictor, bench, out_dir, batch_size, model_name=label, checkpoint=checkpoint)
     return {"report": result.report, "paths": {k: str(v) for k, v in result.paths.items()}}
+
+
+@task(name="evaluate-mean-params", cache_policy=NO_CACHE)
+def mean_params_task(
+    shard_dir: str, benchmark: str, fold: int | None, n_folds: int, out_dir: str, label: str
+) -> dict[str, Any]:
+    """The mean-parameter baseline of a shard set's training split (its whitening mean, the labels' mean) on
+    `benchmark` (or one fold of it): the floor a trained model must beat. Returns its `nme.json` document."""
+    info = read_dataset_info(shard_dir)
+    predictor = MeanParamsPredictor.from_whitening(info.whitening, info.convention)
+    bench = load_benchmark(benchmark, fold=fold, n_folds=n_folds)
+    return run_evaluation(predictor, bench, out_dir, model_name=label).report
 
 
 def artifact_key(*parts: str) -> str:

@@ -16,21 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.build_dataset import build_dataset_flow
-from flows.evaluate import evaluate_flow
+from flows.evaluate import evaluate_flow, mean_params_task
 from flows.train import train_flow
 from pipelines.mix import MixConfig, load_mix
-from r3fa.benchmarks import load_benchmark
 from r3fa.config import load_config, write_resolved
-from r3fa.evaluation import MeanParamsPredictor, evaluate
 from r3fa.paths import PROJECT_ROOT, data_root
 from r3fa.report import table_rows
-from r3fa.training import read_dataset_info
 
 
 class PipelineConfig(BaseModel):
@@ -71,15 +67,6 @@ def training_fold(mix: MixConfig, n_folds: int, eval_fold: int) -> int:
     if fold is None or mix_folds != n_folds or fold == eval_fold:
         raise ValueError(f"the mix trains on fold {fold} of {mix_folds}: not disjoint from fold {eval_fold} of {n_folds}")
     return fold
-
-
-@task(name="evaluate-mean-params", cache_policy=NO_CACHE)
-def mean_params_task(shard_dir: str, benchmark: str, fold: int, n_folds: int, out_dir: str, label: str) -> dict:
-    """The mean-parameter baseline of the training set on the evaluation fold; returns its `nme.json`."""
-    info = read_dataset_info(shard_dir)
-    predictor = MeanParamsPredictor.from_whitening(info.whitening, info.convention)
-    bench = load_benchmark(benchmark, fold=fold, n_folds=n_folds)
-    return evaluate(predictor, bench, out_dir, model_name=label).report
 
 
 @flow(name="pipeline", log_prints=True)

@@ -1,8 +1,11 @@
 """Prefect flow `retrain-and-eval`: the scheduled job that keeps the promoted model the best one measured.
 
 Each run (a) makes sure a shard set exists for the current inputs, (b) trains a candidate, (c) evaluates it
-on AFLW2000-3D (or one fold of it) and (d) asks `r3fa.promotion` whether it replaces the promoted model; the
-registry records every candidate, promoted or rejected, with the reason.
+and the mean-parameter baseline of its training set on AFLW2000-3D (or one fold of it) and (d) asks
+`r3fa.promotion` whether it passes the gate (whole, finite metrics; better than the baseline; better than the
+promoted model); the registry records every candidate, promoted or rejected, with the reason. The run ends
+in a Completed state named `Promoted` or `Rejected` (message: the reason), so a rejected retrain shows as
+such in the run list, not only in its artifact.
 
 Why it looks the way it does:
 - **Shards are keyed by their inputs.** The shard set lives in `out_dir/shards/<key>`, a short hash of the
@@ -16,7 +19,9 @@ Why it looks the way it does:
   displaces a model measured on the whole benchmark, and the other way round.
 - **The stages are the other flows** (`build-dataset`, `train`, `evaluate`), called as subflows with their
   own runs, retried tasks without result cache and artifacts; the registry write is this flow's own task
-  (NO_CACHE, retries with exponential backoff). Every exception propagates and fails the run.
+  (NO_CACHE, retries with exponential backoff for what can go differently, `flows.retry`). Every exception
+  propagates and fails the run (a diverged training, say); a bad candidate or a bad registry entry does not:
+  it is a rejection, or a note.
 
 Artifacts: `retrain-decision` (markdown: the decision, its reason, where the files are) and `retrain-nme`
 (table: the candidate's and the previously promoted model's NME bins).
@@ -35,17 +40,20 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from flows.build_dataset import build_dataset_flow
-from flows.evaluate import evaluate_flow
+from flows.evaluate import evaluate_flow, mean_params_task
+from flows.retry import retry_transient
 from flows.train import train_flow
 from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import make_plan
+from r3fa.evaluation import NonFiniteResultError
 from r3fa.provenance import code_version
 from r3fa.paths import PROJECT_ROOT
-from r3fa.promotion import Candidate, Decision, promote_if_better, read_registry
+from r3fa.promotion import Candidate, Decision, Gate, promote_if_better, promoted_entry
 from r3fa.training import read_dataset_info
 
 BINS = ("0-30", "30-60", "60-90", "mean", "std")
@@ -102,33 +110,48 @@ def check_held_out(mix: MixConfig, benchmark: str, fold: int | None, n_folds: in
             )
 
 
-@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(5))
-def promote_task(registry: str, candidate: Candidate) -> Decision:
-    """Record `candidate` in the registry, promoting it when its mean NME beats the promoted model's."""
-    return promote_if_better(registry, candidate)
+@task(
+    name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(5),
+    retry_condition_fn=retry_transient,
+)  # fmt: skip
+def promote_task(registry: str, candidate: Candidate, gate: Gate) -> Decision:
+    """Record `candidate` in the registry, promoting it when it passes the gate (`r3fa.promotion`)."""
+    return promote_if_better(registry, candidate, gate)
 
 
-def _nme_row(name: str, entry: dict | None) -> dict[str, Any]:
-    metrics = (entry or {}).get("metrics", {})
-    return {"model": name, **{f"{b} (%)": round(metrics[b], 3) if b in metrics else "-" for b in BINS}}
+def _metric(metrics: dict, name: str) -> Any:
+    value = metrics.get(name)
+    return round(value, 3) if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def _nme_row(name: str, metrics: dict | None) -> dict[str, Any]:
+    return {"model": name, **{f"{b} (%)": _metric(metrics or {}, b) for b in BINS}}
 
 
 def publish(decision: Decision, shard_dir: Path, registry: Path, rebuilt: bool) -> None:
     """Create the `retrain-decision` markdown and `retrain-nme` table artifacts of one decision."""
     c, previous = decision.candidate, decision.previous
     verdict = "PROMOTED" if decision.promoted else "REJECTED"
-    before = "-" if previous is None else f"{float(previous['metrics']['mean']):.3f}"
+    before = _metric((previous or {}).get("metrics", {}), "mean")
     create_table_artifact(
         key="retrain-nme",
-        table=[_nme_row("candidate", {"metrics": c.metrics}), _nme_row("promoted before this run", previous)],
-        description=f"NME (%) on {c.benchmark}: this run's candidate and the model promoted before it",
+        table=[
+            _nme_row("candidate", c.metrics),
+            _nme_row("promoted before this run", (previous or {}).get("metrics")),
+            _nme_row("mean-parameter baseline", c.baseline),
+        ],
+        description=(
+            f"NME (%) on {c.benchmark}: this run's candidate, the model promoted before it and the mean-parameter "
+            "baseline of the candidate's training set"
+        ),
     )
+    notes = "".join(f"- note: {note}\n" for note in decision.notes)
     create_markdown_artifact(
         key="retrain-decision",
         markdown=(
-            f"# Candidate {verdict}\n\n{decision.reason}.\n\n"
-            f"| | mean NME (%) on {c.benchmark} |\n|---|---|\n| candidate | {c.score:.3f} |\n"
-            f"| promoted before | {before} |\n\n"
+            f"# Candidate {verdict}\n\n{decision.reason}.\n\n{notes}\n"
+            f"| | mean NME (%) on {c.benchmark} |\n|---|---|\n| candidate | {_metric(c.metrics, 'mean')} |\n"
+            f"| promoted before | {before} |\n| mean-parameter baseline | {_metric(c.baseline or {}, 'mean')} |\n\n"
             f"- candidate: `{c.checkpoint}`\n- previously promoted: `{(previous or {}).get('checkpoint', '-')}`\n"
             f"- shards: `{shard_dir}` ({'built by this run' if rebuilt else 'reused: inputs unchanged'})\n"
             f"- dataset manifest sha256: `{c.manifest_hash}`\n- code: `{c.code_version}`\n- registry: `{registry}`\n"
@@ -150,7 +173,9 @@ def retrain_and_eval_flow(
     build_workers: int = 2,
     build_scheduler: str | None = None,
     train_overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    baseline_margin: float = 0.0,
+    max_mean_nme: float | None = None,
+) -> State:
     """Build shards if the inputs changed, train a candidate, evaluate it and promote it only if it is better.
 
     Relative paths are taken from the project root.
@@ -168,9 +193,13 @@ def retrain_and_eval_flow(
         build_workers: processes of the shard build's local Dask cluster (0: build in the flow's process).
         build_scheduler: address of an existing Dask scheduler (`tcp://host:8786`) to build the shards on.
         train_overrides: top-level training config fields to replace (e.g. {"epochs": 1}).
+        baseline_margin: NME points by which a candidate must beat the mean-parameter baseline (`Gate`).
+        max_mean_nme: a candidate's mean NME must also be below this (percent; None: no cap).
 
     Returns:
-        {"promoted": bool, "reason", "candidate": the registry entry's fields, "shard_dir", "rebuilt": bool}.
+        A Completed state named `Promoted` or `Rejected` whose result (what calling the flow returns) is
+        {"promoted": bool, "reason", "notes", "candidate": the registry entry's fields, "shard_dir",
+        "rebuilt": bool}.
     """
     mix_path, out, registry_path = _in_project(mix), _in_project(out_dir), _in_project(registry)
     mix_cfg = load_mix(mix_path)
@@ -184,32 +213,45 @@ def retrain_and_eval_flow(
         print(f"shards: {shard_dir} (inputs unchanged, reused)")
 
     run_dir = out / "runs" / flow_run.get_name()
-    promoted = read_registry(registry_path)["promoted"]
-    init_from = promoted["checkpoint"] if warm_start and promoted else None
+    promoted = promoted_entry(registry_path) if warm_start else None
+    init_from = promoted["checkpoint"] if promoted else None
     trained = train_flow(
         str(_in_project(train)), str(shard_dir), str(run_dir / "train"), progress=False,
         overrides=train_overrides, init_from=init_from,
     )  # fmt: skip
-    evaluated = evaluate_flow(
-        trained["model_path"], None, benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,
-        label=f"candidate {run_dir.name}",
+    try:
+        metrics = evaluate_flow(
+            trained["model_path"], None, benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,
+            label=f"candidate {run_dir.name}",
+        )["report"]["bins"]  # fmt: skip
+    except NonFiniteResultError as err:  # a broken candidate is a rejection (no metrics), not a failed run
+        print(f"evaluation: {err}")
+        metrics = {}
+    baseline = mean_params_task(
+        str(shard_dir), benchmark, eval_fold, n_folds, str(run_dir / "eval-mean-params"),
+        "mean parameters (training set)",
     )  # fmt: skip
 
     candidate = Candidate(
         checkpoint=trained["model_path"],
-        metrics=evaluated["report"]["bins"],
+        metrics=metrics,
         manifest_hash=read_dataset_info(shard_dir).manifest_hash,
         code_version=code_version(),
         benchmark=benchmark_name(benchmark, eval_fold, n_folds),
         run_id=str(flow_run.get_id()),
+        baseline=baseline["bins"],
     )
-    decision = promote_task(str(registry_path), candidate)
+    decision = promote_task(str(registry_path), candidate, Gate(baseline_margin, max_mean_nme))
     publish(decision, shard_dir, registry_path, rebuilt)
+    for note in decision.notes:
+        print(f"registry: {note}")
     print(f"{'promoted' if decision.promoted else 'rejected'}: {decision.reason}")
-    return {
+    result = {
         "promoted": decision.promoted,
         "reason": decision.reason,
+        "notes": decision.notes,
         "candidate": asdict(candidate),
         "shard_dir": str(shard_dir),
         "rebuilt": rebuilt,
     }
+    return Completed(data=result, name="Promoted" if decision.promoted else "Rejected", message=decision.reason)

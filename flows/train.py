@@ -1,9 +1,13 @@
 """Prefect flow `train`: runs the training engine (`r3fa.training.fit`) and publishes its metrics.
 
 The flow is thin on purpose: the engine already checkpoints and resumes, so a retry of the task continues
-from the last step checkpoint instead of starting over (even when the first attempt was asked to start afresh). Training writes
-files, so the task never uses Prefect's result cache (NO_CACHE). Artifacts: a progress artifact updated per
-epoch, the per-epoch metrics table and a summary of where the model is.
+from the last step checkpoint of its own failed attempt instead of starting over: the task passes its
+task-run id (the same for every retry) as the engine's `run_id`, so with `resume=False` a retry continues its
+own attempt and never another run's `last.pth` (which the first attempt moved aside). Only failures that can
+go differently are retried (`flows.retry.retry_transient`): a missing shard set, a bad config, a checkpoint
+that cannot resume or a diverged run fail at once. Training writes files, so the task never uses Prefect's
+result cache (NO_CACHE). Artifacts: a progress artifact updated per epoch, the per-epoch metrics table and a
+summary of where the model is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
+from flows.retry import retry_transient
 from r3fa.config import load_config
 from r3fa.train_config import TrainConfig
 from r3fa.training import FitResult, fit
@@ -31,20 +36,22 @@ def _rounded(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
 
 
-@task(name="fit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60])
+@task(
+    name="fit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient
+)
 def fit_task(
     cfg: TrainConfig, shard_dir: str, out_dir: str, resume: bool, progress: bool, init_from: str | None
 ) -> FitResult:
-    """One call of the engine; a retry always resumes from the checkpoints of the failed attempt."""
-    resume = resume or task_run.run_count > 1
+    """One call of the engine; a retry resumes from the checkpoints of its own failed attempt."""
     progress_id = create_progress_artifact(progress=0.0, key="train-progress", description=f"training {out_dir}")
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         update_progress_artifact(progress_id, progress=100.0 * (record["epoch"] + 1) / cfg.epochs)
 
     return fit(
-        cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from
-    )
+        cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from,
+        run_id=str(task_run.get_id()),
+    )  # fmt: skip
 
 
 @flow(name="train", log_prints=True)

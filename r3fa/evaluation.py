@@ -15,6 +15,10 @@ own folder:
 A predictor is anything with `landmarks_in_image(crops, rois) -> (B, 3, 68)`: the image-frame points of
 BGR uint8 crops `(B, 120, 120, 3)` cut with `rois` (`r3fa.predictor.Predictor` does this with its own
 whitening and crop convention). `MeanParamsPredictor` is the floor every model must beat.
+
+Nothing broken is written: a predictor that returns a NaN or an infinity for any image stops the run with
+`NonFiniteResultError` before any file exists, and `nme.json` is strict JSON (an empty yaw bin is `null`,
+never NaN).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyarrow.parquet as pq
 from r3fa.benchmarks import Benchmark
 from r3fa.crop import CropConvention, image_to_crop
 from r3fa.draw import contact_sheet, draw_landmarks
+from r3fa.errors import UserError
 from r3fa.labels import landmarks_in_image
 from r3fa.metrics import BIN_NAMES, BinSummary, auc, nme, summarise, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
@@ -47,6 +52,20 @@ OVERLAY_SCALE = 2  # crops drawn at 240 x 240 so the points and captions are leg
 GT_COLOUR, PRED_COLOUR = (0, 0, 255), (0, 255, 0)  # BGR
 
 Progress = Callable[[int, int], None]
+
+
+class NonFiniteResultError(UserError):
+    """A predictor returned non-finite landmarks: the model is broken, and no result may be written."""
+
+
+def check_finite_predictions(landmarks: np.ndarray, benchmark: Benchmark) -> None:
+    """Raise `NonFiniteResultError` naming the first image whose predicted landmarks are not all finite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(landmarks, np.float64)).reshape(len(landmarks), -1).all(axis=1))
+    if bad.size:
+        raise NonFiniteResultError(
+            f"{bad.size} of {len(landmarks)} predictions on {benchmark.name} are not finite (first: "
+            f"{benchmark.names[bad[0]]}); the model is broken, no result was written"
+        )
 
 
 class LandmarkPredictor(Protocol):
@@ -139,10 +158,14 @@ def evaluate(
 
     Returns:
         The `EvalResult`; its files are in `out_dir`.
+
+    Raises:
+        NonFiniteResultError: a prediction is not finite (nothing is written).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     landmarks = predict_landmarks(predictor, benchmark, batch_size, progress)
+    check_finite_predictions(landmarks, benchmark)
+    out_dir.mkdir(parents=True, exist_ok=True)
     errors = nme(benchmark.benchmark_points(landmarks), benchmark.gt, benchmark.normaliser, benchmark.visible)
     summary = summarise(errors, benchmark.yaw)
     report = _report(summary, errors, benchmark, model_name, checkpoint)
@@ -154,7 +177,7 @@ def evaluate(
         "overlay": out_dir / "overlay_best_worst.png",
         "table": out_dir / "table.md",
     }
-    paths["nme_json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["nme_json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_errors(benchmark, errors, paths["errors"])
     plot_ced([(model_name, errors)], paths["ced"])
     write_overlay(benchmark, landmarks, errors, paths["overlay"])
@@ -187,7 +210,7 @@ def _report(
         "counts": {**dict(zip(BIN_NAMES, summary.counts)), "total": int(sum(summary.counts))},
         "bin_std": {name: (float(s) if np.isfinite(s) else None) for name, s in zip(BIN_NAMES, summary.stds)},
         "overall": float(summary.overall) if np.isfinite(summary.overall) else None,
-        "auc_7": auc(errors[np.isfinite(errors)]),
+        "auc_7": auc(errors[np.isfinite(errors)]) if np.isfinite(errors).any() else None,
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -4,6 +4,10 @@ Everything that changes what a training run computes lives here (model, loss wei
 schedule, batch, epochs, seed, loader, checkpoint cadence), so that the resolved config written beside a
 run's outputs is enough to reproduce it. Where the data is and where the outputs go are run arguments,
 not config: the same config trains on any shard set.
+
+Every number must be finite (`.inf` and `.nan` are refused), a learning rate positive; a learning rate that is
+finite but far too high (`lr: 1e30`) validates, and is caught by the engine's divergence guard instead
+(`max_nonfinite_steps`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -57,7 +61,7 @@ class TrainConfig(_Strict):
     loader: LoaderSpec = Field(default_factory=LoaderSpec)
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(40, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     checkpoint_every_steps: int = Field(500, ge=1)
     keep_epoch_checkpoints: bool = True
     val_split: str = "val"
@@ -66,6 +70,8 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     deterministic: bool = True  # torch.use_deterministic_algorithms (warn only where an op has none)
+    sync_batchnorm: bool = True  # under DDP (world size > 1): BatchNorm statistics over the global batch
+    max_nonfinite_steps: int = Field(0, ge=0)  # batches with a non-finite loss/gradient skipped before the run stops
 
     @model_validator(mode="after")
     def _milestones_sorted(self) -> "TrainConfig":

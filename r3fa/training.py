@@ -15,9 +15,22 @@ Why it looks the way it does:
   `r3fa.predictor.load_predictor` reads any of them), carrying the whitening statistics of the dataset's
   training split, the crop convention of the labels and the dataset manifest's hash; training checkpoints
   add `train_state`.
-- **Batch size is global.** Under DDP each of the `world_size` processes takes `batch_size / world_size`
-  samples per step from its own shard of the loader, so the paper's batch of 128 means the same thing on
-  one device or eight.
+- **Resume is exact or refused.** Every training checkpoint records the loader kind actually used (`auto`
+  resolved) and the world size, because both decide the sample order; resuming with either changed is
+  refused with a `UserError` that says how to start afresh (`sample_order_mismatch`), as is a checkpoint of
+  another dataset or config. `resume=False` never continues an old run: it moves the folder's previous run
+  aside (`replaced-<time>/`) and starts afresh, except that a checkpoint written under the same `run_id` (a
+  retry of the same Prefect task run) is that attempt's own and is continued.
+- **Batch size is global, and so are the BatchNorm statistics.** Under DDP each of the `world_size`
+  processes takes `batch_size / world_size` samples per step from its own shard of the loader, and (with
+  `sync_batchnorm`, the default) every BatchNorm layer normalises by the statistics of the whole global batch
+  (`r3fa.sync_batchnorm`), so the paper's batch of 128 means the same thing on one device or eight. The
+  checkpoints record it (`meta.ddp`: world size, loader kind, number of synchronised BatchNorm layers).
+- **Divergence stops the run.** A batch whose loss or gradient is not finite does not step the optimiser;
+  more than `max_nonfinite_steps` such batches in a run (default 0: the first) raise `DivergenceError`,
+  and `r3fa.checkpoint.save_checkpoint` refuses any state dict with a NaN or an infinity, so a diverged run
+  never leaves a model file behind. There is no gradient scaler to consult: AMP here is bfloat16 autocast,
+  whose range is float32's, so every non-finite loss or gradient counts.
 
 Outputs of `fit` in `out_dir`: `config.resolved.yaml`, `metrics.csv` (one row per epoch),
 `checkpoints/last.pth` (rolling, for resume), `checkpoints/epoch_NNN.pth` and the final `model.pth`.
@@ -33,6 +46,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,12 +63,14 @@ from r3fa.atomic import write_text_atomic
 from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from r3fa.config import load_config, write_resolved
 from r3fa.crop import CropConvention
+from r3fa.errors import UserError
 from r3fa.provenance import code_version
-from r3fa.loaders import create_loader
+from r3fa.loaders import create_loader, dali_available
 from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import Whitening
 from r3fa.records import DATASET_CONVENTION
+from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -105,17 +121,38 @@ def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
     The hash is the sha256 of the manifest's canonical JSON without its `code_version`: the manifest names
     every shard with its sha256, the inputs and the config, so the hash identifies the data, and a rebuild by
     a newer commit that skipped every complete shard keeps it (a run on those shards can still resume).
+
+    Raises:
+        UserError: `shard_dir` holds no readable `manifest.json`.
     """
-    manifest = json.loads((Path(shard_dir) / "manifest.json").read_text())
+    path = Path(shard_dir) / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{shard_dir}: not a shard set (no manifest.json); build one with `r3fa shards build`")
+    try:
+        manifest = json.loads(path.read_text())
+        whitening = manifest["whitening"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: not a readable shard-set manifest ({type(err).__name__}: {err})") from None
     identity = {k: v for k, v in manifest.items() if k != "code_version"}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return DatasetInfo(Whitening.from_dict(manifest["whitening"]), digest)
+    return DatasetInfo(Whitening.from_dict(whitening), digest)
 
 
 # ----------------------------------------------------------------------------- factories
-def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The registry model of `cfg.model`, on `device` (channels-last when configured)."""
-    model = models.create(cfg.model.name, **cfg.model.kwargs).to(device)
+def build_model(cfg: TrainConfig, device: torch.device, ctx: DistContext = DistContext()) -> nn.Module:
+    """The registry model of `cfg.model`, on `device` (channels-last when configured), its BatchNorm layers
+    synchronised over the global batch when `ctx` has more than one process and `cfg.sync_batchnorm`.
+
+    Raises:
+        UserError: an unknown model name, or constructor arguments the model does not take.
+    """
+    try:
+        model = models.create(cfg.model.name, **cfg.model.kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"model {cfg.model.name!r} with kwargs {cfg.model.kwargs}: {err}") from None
+    if ctx.distributed and cfg.sync_batchnorm:
+        convert_sync_batchnorm(model)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -158,6 +195,21 @@ class TrainState:
     loss_sum: float = 0.0  # over this process's samples of the current epoch
     samples: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+    nonfinite_steps: int = 0  # batches skipped in the whole run because their loss or gradient was not finite
+
+
+class DivergenceError(UserError):
+    """Training diverged: more batches with a non-finite loss or gradient than `max_nonfinite_steps` allows."""
+
+
+def finite_step(loss: torch.Tensor, model: nn.Module, ctx: DistContext) -> bool:
+    """Whether this step's loss and every gradient are finite, on every process (so all ranks agree)."""
+    checks = [torch.isfinite(loss.detach()).all()]
+    checks += [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
+    flag = torch.stack(checks).all().to(torch.float32).reshape(1)
+    if ctx.distributed:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,8 +237,13 @@ def train_one_epoch(
     amp: bool = True,
     channels_last: bool = True,
     after_step: Callable[[TrainState, int], None] | None = None,
+    max_nonfinite_steps: int = 0,
+    ctx: DistContext = DistContext(),
 ) -> None:
     """Train over `loader` (already positioned at `state.step`), updating `state` after every step.
+
+    A batch whose loss or gradient is not finite (on any process) is skipped: the optimiser does not step,
+    its loss is not summed, `state.nonfinite_steps` counts it and the loader moves on.
 
     Args:
         model: the (possibly DDP-wrapped) model, in train mode on return.
@@ -198,6 +255,11 @@ def train_one_epoch(
         amp: bfloat16 autocast for the forward pass on CUDA.
         channels_last: feed images in channels-last memory format.
         after_step: called as `after_step(state, batch_size)` after each step (checkpointing, progress).
+        max_nonfinite_steps: skipped batches allowed in the whole run (`state.nonfinite_steps`).
+        ctx: the DDP context (the finiteness check is agreed across processes).
+
+    Raises:
+        DivergenceError: the run skipped more than `max_nonfinite_steps` batches.
     """
     model.train()
     for batch in loader:
@@ -207,11 +269,21 @@ def train_one_epoch(
         loss = loss_fn(pred.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if finite_step(loss, model, ctx):
+            optimizer.step()
+            state.loss_sum += float(loss.detach()) * images.shape[0]
+            state.samples += images.shape[0]
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            state.nonfinite_steps += 1
+            if state.nonfinite_steps > max_nonfinite_steps:
+                raise DivergenceError(
+                    f"training diverged at epoch {state.epoch} step {state.step}: loss {float(loss.detach())} or "
+                    f"a gradient is not finite ({state.nonfinite_steps} such batch(es), max_nonfinite_steps "
+                    f"{max_nonfinite_steps}); lower optim.lr, and start afresh (no model was written)"
+                )
         state.step += 1
         state.global_step += 1
-        state.loss_sum += float(loss.detach()) * images.shape[0]
-        state.samples += images.shape[0]
         if after_step is not None:
             after_step(state, images.shape[0])
 
@@ -307,11 +379,28 @@ def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator, dev
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def resolve_loader_kind(kind: str) -> str:
+    """The loader `create_loader` builds for `kind`: `auto` is DALI where it imports, else the PyTorch one."""
+    return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "torch"
+
+
+def sample_order_mismatch(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why a checkpoint written with `recorded` = {"loader_kind", "world_size"} cannot continue a run with
+    `current` (the sample order would differ), or None when it can."""
+    keys = ("loader_kind", "world_size")
+    changed = [f"{k} {recorded.get(k)!r} -> {current[k]!r}" for k in keys if recorded.get(k) != current[k]]
+    return "; ".join(changed) or None
+
+
 class _Run:
     """The mutable pieces of one `fit` call, and how they go into and come out of a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, info: DatasetInfo, model: nn.Module, device: torch.device) -> None:
+    def __init__(
+        self, cfg: TrainConfig, info: DatasetInfo, model: nn.Module, device: torch.device, ddp: dict[str, Any],
+        run_id: str | None = None,
+    ) -> None:  # fmt: skip
         self.cfg, self.info, self.model, self.device = cfg, info, model, device
+        self.ddp, self.run_id = ddp, run_id  # ddp: {"world_size", "loader_kind", "sync_batchnorm_layers"}
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -330,6 +419,7 @@ class _Run:
                 "manifest_hash": self.info.manifest_hash,
                 "code_version": self.code_version,
                 "config": self.cfg.model_dump(mode="json"),
+                "ddp": dict(self.ddp),
             },
         )
 
@@ -345,6 +435,10 @@ class _Run:
                 "loss_sum": s.loss_sum,
                 "samples": s.samples,
                 "history": s.history,
+                "nonfinite_steps": s.nonfinite_steps,
+                "loader_kind": self.ddp["loader_kind"],
+                "world_size": self.ddp["world_size"],
+                "run_id": self.run_id,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": _rng_state(self.generator, self.device),
@@ -353,27 +447,62 @@ class _Run:
 
     def warm_start(self, payload: dict[str, Any]) -> None:
         """Start from another run's weights (same architecture; the whitening is this dataset's)."""
-        if payload["model"] != {"name": self.cfg.model.name, "kwargs": self.cfg.model.kwargs}:
-            raise ValueError(f"cannot warm-start {self.cfg.model.name} from a {payload['model']} checkpoint")
+        if payload.get("model") != {"name": self.cfg.model.name, "kwargs": self.cfg.model.kwargs}:
+            raise UserError(f"cannot warm-start {self.cfg.model.name} from a {payload.get('model')} checkpoint")
         self.model.load_state_dict(payload["state_dict"])
 
-    def restore(self, payload: dict[str, Any]) -> None:
+    def restore(self, payload: dict[str, Any], path: Path) -> None:
+        """Continue from the training checkpoint `payload` (read from `path`), or refuse.
+
+        Raises:
+            UserError: the checkpoint is of another dataset or config, or was written with another loader or
+                world size (another sample order); the message says how to start afresh.
+        """
+        fresh = f"start afresh with --fresh (resume=False), or delete {path.parent}"
+        ts = payload.get("train_state") if isinstance(payload, dict) else None
+        if not isinstance(ts, dict):
+            raise UserError(f"{path}: not a training checkpoint (no train_state); {fresh}")
         found = payload["meta"].get("manifest_hash")
         if found != self.info.manifest_hash:
-            raise ValueError(
-                f"checkpoint was trained on dataset {found}, not on this shard set ({self.info.manifest_hash})"
+            raise UserError(
+                f"{path} was trained on dataset {found}, not on this shard set ({self.info.manifest_hash}); {fresh}"
             )
-        trained_with = payload["meta"].get("config")
-        if trained_with != self.cfg.model_dump(mode="json"):
-            raise ValueError("the checkpoint was written by a run with another config: start afresh or change out_dir")
+        if payload["meta"].get("config") != self.cfg.model_dump(mode="json"):
+            raise UserError(f"{path} was written by a run with another config; {fresh}")
+        mismatch = sample_order_mismatch(ts, self.ddp)
+        if mismatch is not None:
+            raise UserError(f"{path} cannot continue exactly here (another sample order: {mismatch}); {fresh}")
         self.model.load_state_dict(payload["state_dict"])
-        ts = payload["train_state"]
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         _restore_rng(ts["rng"], self.generator, self.device)
         self.state = TrainState(
-            ts["epoch"], ts["step"], ts["global_step"], ts["loss_sum"], ts["samples"], list(ts["history"])
-        )
+            ts["epoch"], ts["step"], ts["global_step"], ts["loss_sum"], ts["samples"], list(ts["history"]),
+            ts["nonfinite_steps"],
+        )  # fmt: skip
+
+
+def _written_by(checkpoint: Path, run_id: str | None) -> bool:
+    """Whether the training checkpoint `checkpoint` was written under `run_id` (False for None or a bad file)."""
+    if run_id is None:
+        return False
+    try:
+        state = load_checkpoint(checkpoint).get("train_state")
+    except (UserError, AttributeError):
+        return False
+    return isinstance(state, dict) and state.get("run_id") == run_id
+
+
+def set_aside_previous_run(out_dir: Path) -> Path | None:
+    """Move the files of the run in `out_dir` (checkpoints/, model.pth, metrics.csv) into
+    `out_dir/replaced-<UTC time>/`, so that a fresh run neither continues nor mixes with it; returns that folder."""
+    previous = [out_dir / name for name in ("checkpoints", "model.pth", "metrics.csv") if (out_dir / name).exists()]
+    if not previous:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=time.strftime("replaced-%Y%m%dT%H%M%SZ-", time.gmtime()), dir=out_dir))
+    for path in previous:
+        path.rename(aside / path.name)
+    return aside
 
 
 # ----------------------------------------------------------------------------- progress
@@ -420,6 +549,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
     init_from: str | Path | None = None,
+    run_id: str | None = None,
 ) -> FitResult:
     """Train `cfg` on the shard set in `shard_dir`, writing checkpoints and logs to `out_dir`.
 
@@ -429,14 +559,22 @@ def fit(
         cfg: the validated training config.
         shard_dir: a shard set (manifest.json, train and val splits).
         out_dir: where the run's files go; a `checkpoints/last.pth` there is resumed from when `resume`.
-        resume: continue from `out_dir/checkpoints/last.pth` if it exists (else start fresh).
+        resume: continue from `out_dir/checkpoints/last.pth` if it exists (else start fresh). When False, a
+            previous run's files are moved aside (`set_aside_previous_run`) and the run starts afresh, unless
+            `last.pth` was written under this same `run_id` (an earlier attempt of this run: continued).
         progress: show a rich progress bar (rank 0).
         on_epoch_end: called on rank 0 with each finished epoch's metrics record.
         init_from: a checkpoint of the same architecture whose weights start a fresh run (warm start);
             ignored when the run resumes.
+        run_id: who this run is (e.g. a Prefect task-run id, the same for every retry); recorded in the
+            checkpoints.
 
     Returns:
         The paths of the final model and the metrics log, and the per-epoch history.
+
+    Raises:
+        UserError: a bad argument (no shard set, `out_dir` a file, a checkpoint that cannot resume this run).
+        DivergenceError: more non-finite batches than `cfg.max_nonfinite_steps` (nothing more is written).
     """
     ctx = DistContext.from_env()
     device = resolve_device(cfg.device, ctx)
@@ -452,17 +590,29 @@ def fit(
     torch.manual_seed(cfg.seed)
 
     out_dir, shard_dir = Path(out_dir), Path(shard_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: the run directory is a file; pass a folder (created if missing) as --out")
     ckpt_dir = out_dir / "checkpoints"
     last_path = ckpt_dir / "last.pth"
     info = read_dataset_info(shard_dir)
-    run = _Run(cfg, info, build_model(cfg, device), device)
+    model = build_model(cfg, device, ctx)
+    ddp = {
+        "world_size": ctx.world_size,
+        "loader_kind": resolve_loader_kind(cfg.loader.kind),
+        "sync_batchnorm_layers": count_sync_batchnorm(model),
+    }
+    run = _Run(cfg, info, model, device, ddp, run_id)
     resumed_from = None
-    if resume and last_path.exists():
-        run.restore(load_checkpoint(last_path))
+    if last_path.exists() and (resume or _written_by(last_path, run_id)):
+        run.restore(load_checkpoint(last_path), last_path)
         resumed_from = {"epoch": run.state.epoch, "step": run.state.step}
     elif init_from is not None:
         run.warm_start(load_checkpoint(init_from))
+    if ctx.distributed:
+        torch.distributed.barrier()  # every rank has read last.pth before rank 0 may move it aside
     if ctx.is_main:
+        if resumed_from is None:
+            set_aside_previous_run(out_dir)
         write_resolved(cfg, out_dir)
 
     net: nn.Module = run.model
@@ -480,7 +630,7 @@ def fit(
             shard_dir,
             split,
             cfg.batch_size // ctx.world_size,
-            kind=cfg.loader.kind,
+            kind=ddp["loader_kind"],
             seed=cfg.seed,
             epoch=epoch,
             start_step=start_step,
@@ -520,6 +670,8 @@ def fit(
                 amp=cfg.amp,
                 channels_last=cfg.channels_last,
                 after_step=after_step,
+                max_nonfinite_steps=cfg.max_nonfinite_steps,
+                ctx=ctx,
             )
             seconds = time.perf_counter() - clock["t0"]
             val_generator.manual_seed(cfg.seed)  # the same vertex draws at every validation
@@ -570,21 +722,58 @@ def _global_mean(total: float, count: int, ctx: DistContext, device: torch.devic
 
 
 # ----------------------------------------------------------------------------- command line (torchrun)
-def main(argv: list[str] | None = None) -> FitResult:
-    """Command-line entry: `python -m r3fa.training` or `torchrun --nproc-per-node N -m r3fa.training`."""
-    parser = argparse.ArgumentParser(prog="python -m r3fa.training", description=main.__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="configs/train/*.yaml")
-    parser.add_argument("--shards", required=True, type=Path, help="shard set (with manifest.json)")
-    parser.add_argument("--out", required=True, type=Path, help="run directory")
-    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, TrainConfig)
+def train_from_files(config: Path, shards: Path, out: Path, *, fresh: bool = False, progress: bool = True) -> FitResult:
+    """What `python -m r3fa.training` and `r3fa train` run: load the config, `fit`, close the process group.
+
+    Raises:
+        UserError: a config, shard set, run folder or checkpoint the run cannot use, or a diverged run.
+    """
+    cfg = load_config(config, TrainConfig)
     try:
-        return fit(cfg, args.shards, args.out, resume=not args.fresh, progress=not args.no_progress)
+        return fit(cfg, shards, out, resume=not fresh, progress=progress)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def fit_summary(result: FitResult) -> dict[str, Any]:
+    """The JSON line the command prints: where the model and the log are, and the last epoch's metrics."""
+    return {
+        "model_path": str(result.model_path),
+        "metrics_path": str(result.metrics_path),
+        "out_dir": str(result.out_dir),
+        "resumed_from": result.resumed_from,
+        "final": result.history[-1] if result.history else None,
+    }
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`prog: error: ...`) and exit code 2, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> FitResult:
+    """Command-line entry: `python -m r3fa.training` or `torchrun --nproc-per-node N -m r3fa.training`.
+
+    A caller's mistake (`UserError`: bad config, missing shard set, a checkpoint that cannot resume, a
+    diverged run) is one line on stderr and exit code 2; rank 0 prints `fit_summary` as JSON on success.
+    """
+    parser = _OneLineParser(prog="python -m r3fa.training", description=main.__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="configs/train/*.yaml")
+    parser.add_argument("--shards", required=True, type=Path, help="shard set (with manifest.json)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory")
+    parser.add_argument("--fresh", action="store_true", help="move an earlier run in --out aside and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        result = train_from_files(args.config, args.shards, args.out, fresh=args.fresh, progress=not args.no_progress)
+    except UserError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if DistContext.from_env().is_main:
+        print(json.dumps(fit_summary(result)))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The retrain-and-eval flow's logic with fast stand-in stages: promotion, rejection, rebuilds on input changes.
+"""The retrain-and-eval flow's logic with fast stand-in stages: promotion, rejection (worse than the promoted
+model, than the mean-parameter baseline, or with a NaN metric), a registry with a bad entry, rebuilds on input
+changes, and the run's final state (`Promoted` / `Rejected`).
 
 The stages (shard build, training, evaluation) are replaced by functions that write the files the flow
 reads and return chosen NMEs, so these tests check the wiring in seconds; tests/test_deploy_integration.py
@@ -46,10 +48,18 @@ def write_mix(path: Path, root: Path, seed: int = 0) -> Path:
     return path
 
 
+BASELINE_MEAN = 23.0  # the stand-in mean-parameter baseline
+
+
+def bins(mean: float | None) -> dict:
+    low = None if mean is None else mean - 1
+    return {"0-30": low, "30-60": mean, "60-90": None if mean is None else mean + 1, "mean": mean, "std": 1.0}
+
+
 class Stages:
     """Stand-ins for the stages: record their calls and return the NMEs queued in `means`."""
 
-    def __init__(self, means: list[float]) -> None:
+    def __init__(self, means: list[float | None]) -> None:
         self.means, self.builds, self.trains = list(means), [], []
 
     def build_dataset_flow(self, mix_path: str, shard_dir: str, **kwargs) -> dict:
@@ -69,8 +79,10 @@ class Stages:
         return {"model_path": str(model)}
 
     def evaluate_flow(self, checkpoint: str, model_name: None, benchmark: str, out_dir: str, **kwargs) -> dict:
-        mean = self.means.pop(0)
-        return {"report": {"bins": {"0-30": mean - 1, "30-60": mean, "60-90": mean + 1, "mean": mean, "std": 1.0}}}
+        return {"report": {"bins": bins(self.means.pop(0))}}
+
+    def mean_params_task(self, shard_dir: str, benchmark: str, fold: int, n_folds: int, out_dir: str, label: str):
+        return {"bins": bins(BASELINE_MEAN)}
 
 
 @pytest.fixture
@@ -80,6 +92,7 @@ def stages(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(retrain, "build_dataset_flow", fake.build_dataset_flow)
         monkeypatch.setattr(retrain, "train_flow", fake.train_flow)
         monkeypatch.setattr(retrain, "evaluate_flow", fake.evaluate_flow)
+        monkeypatch.setattr(retrain, "mean_params_task", fake.mean_params_task)
         monkeypatch.setattr(retrain, "read_dataset_info", lambda shard_dir: type("Info", (), {"manifest_hash": "m"}))
         return fake
 
@@ -87,9 +100,15 @@ def stages(monkeypatch: pytest.MonkeyPatch):
 
 
 def run(mix: Path, out: Path, **kwargs) -> dict:
+    return run_state(mix, out, **kwargs).result()
+
+
+def run_state(mix: Path, out: Path, **kwargs):
+    """The flow run's final state (its result is what calling the flow returns)."""
     return retrain.retrain_and_eval_flow(
-        mix=str(mix), train="configs/train/paper.yaml", out_dir=str(out), registry=str(out / "registry.json"), **kwargs
-    )
+        mix=str(mix), train="configs/train/paper.yaml", out_dir=str(out), registry=str(out / "registry.json"),
+        return_state=True, **kwargs,
+    )  # fmt: skip
 
 
 def artifact(key: str, flow_run_id: str) -> str:
@@ -123,11 +142,48 @@ def test_better_candidate_is_promoted_worse_is_rejected_and_unchanged_inputs_reu
     decision = artifact("retrain-decision", second["candidate"]["run_id"])
     assert "Candidate REJECTED" in decision and second["reason"] in decision
     table = artifact("retrain-nme", second["candidate"]["run_id"])
-    assert [row["mean (%)"] for row in json.loads(table)] == [6.5, 5.0]
+    assert [row["mean (%)"] for row in json.loads(table)] == [6.5, 5.0, BASELINE_MEAN]
+
+
+@pytest.mark.parametrize(
+    ("mean", "reason"),
+    [(None, "candidate not judged: missing or non-finite metric(s)"),
+     (float("nan"), "candidate not judged: missing or non-finite metric(s)"),
+     (BASELINE_MEAN + 0.5, "does not beat the mean-parameter baseline")],
+)  # fmt: skip
+def test_a_broken_or_mean_face_candidate_is_rejected_and_the_run_says_so(
+    tmp_path: Path, source: Path, stages, mean: float | None, reason: str
+) -> None:
+    stages([mean, mean, 5.0])
+    mix = write_mix(tmp_path / "mix.yaml", source)
+    first = run_state(mix, tmp_path / "out")  # nothing promoted yet
+    assert first.is_completed() and first.name == "Rejected" and reason in first.message
+    assert run_state(mix, tmp_path / "out").name == "Rejected"
+    third = run_state(mix, tmp_path / "out")
+    assert third.name == "Promoted" and third.result()["promoted"]
+    registry = json.loads((tmp_path / "out" / "registry.json").read_text())
+    assert [h["decision"] for h in registry["history"]] == ["rejected", "rejected", "promoted"]
+    assert registry["promoted"]["metrics"]["mean"] == 5.0
+
+
+def test_a_registry_left_with_a_null_mean_does_not_jam_the_next_runs(tmp_path: Path, source: Path, stages) -> None:
+    fake = stages([6.0, 5.0])
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"checkpoint": "/old.pth", "benchmark": "aflw2000-3d-fold1of2", "metrics": {"mean": None}}
+    (out / "registry.json").write_text(json.dumps({"promoted": old, "history": [{**old, "decision": "promoted"}]}))
+    mix = write_mix(tmp_path / "mix.yaml", source)
+
+    first = run(mix, out, warm_start=True)
+    second = run(mix, out, warm_start=True)
+
+    assert first["promoted"] and "unusable" in first["notes"][0]
+    assert fake.trains[0]["init_from"] is None  # the bad entry is not warm-started from
+    assert second["promoted"] and fake.trains[1]["init_from"] == first["candidate"]["checkpoint"]
 
 
 def test_changed_inputs_or_config_build_a_new_shard_set(tmp_path: Path, source: Path, stages) -> None:
-    fake = stages([5.0, 4.0, 3.0])
+    fake = stages([5.0, 4.0, 3.0])  # each better than the last
     mix = write_mix(tmp_path / "mix.yaml", source)
     first = run(mix, tmp_path / "out")
 
