@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bfm, demo, evaluate, labels, model, predict, shards, synth
+from cli import bfm, demo, evaluate, fit, labels, model, predict, shards, synth
 
 app = typer.Typer(
     name="r3fa",
@@ -25,6 +25,7 @@ app.add_typer(synth.app, name="synth")
 predict.register(app)
 evaluate.register(app)
 demo.register(app)
+fit.register(app)
 
 if __name__ == "__main__":
     app()
