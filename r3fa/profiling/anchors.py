@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import lu_factor, lu_solve
 from scipy.spatial import Delaunay
 
 RING_SCALES = (1.15, 1.4, 1.8)
@@ -93,32 +94,52 @@ def mesh_background(face_xy: np.ndarray, contour: np.ndarray, region: np.ndarray
     return BackgroundMesh(anchors, on_border, ids[simplices].astype(np.int32), interior, n_face)
 
 
-def solve_along_edges(edges: np.ndarray, known: np.ndarray, values: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Least squares over vertex values `v` so that `v[i] - v[j]` matches `targets` on every edge.
+class EdgeLeastSquares:
+    """Least squares over vertex values `v` so that `v[i] - v[j]` matches a target on every edge `(i, j)`,
+    with some vertices fixed.
 
-    Args:
-        edges: `(E, 2)` vertex ids.
-        known: `(V,)` bool, vertices whose values are fixed.
-        values: `(V, C)` fixed values where `known` (others ignored).
-        targets: `(E, C)` wanted differences `v[i] - v[j]`.
-
-    Returns:
-        `(V, C)` values: the fixed ones, and the least-squares solution for the others.
+    With D the `(E, F)` signed incidence matrix of the edges restricted to the free vertices (+1 at i,
+    -1 at j), the free values solve the normal equations `(D^T D + 1e-9 I) v_free = D^T (t - D_fixed
+    v_fixed)`; the tiny ridge only pins free vertices on no edge. The normal matrix depends only on the edges
+    and on which vertices are fixed, not on the values or the targets, so it is LU-factorised once here and
+    every `solve` is two triangular solves: the views of one source share one factorisation.
     """
-    out = np.array(values, np.float64)
-    free = np.flatnonzero(~known)
-    if free.size == 0:
+
+    def __init__(self, edges: np.ndarray, known: np.ndarray) -> None:
+        """
+        Args:
+            edges: `(E, 2)` vertex ids.
+            known: `(V,)` bool, vertices whose values are fixed.
+        """
+        self.edges = edges
+        self.known = np.asarray(known, bool)
+        self.free = np.flatnonzero(~self.known)
+        column = np.full(len(known), -1)
+        column[self.free] = np.arange(self.free.size)
+        self._design = np.zeros((len(edges), self.free.size))
+        rows = np.arange(len(edges))
+        for side, sign in ((0, 1.0), (1, -1.0)):
+            v = edges[:, side]
+            is_free = column[v] >= 0
+            self._design[rows[is_free], column[v[is_free]]] += sign
+        normal = self._design.T @ self._design + 1e-9 * np.eye(self.free.size)
+        self._lu = lu_factor(normal) if self.free.size else None
+
+    def solve(self, values: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The least-squares values.
+
+        Args:
+            values: `(V, C)` fixed values where `known` (others ignored).
+            targets: `(E, C)` wanted differences `v[i] - v[j]`.
+
+        Returns:
+            `(V, C)` values: the fixed ones, and the least-squares solution for the others.
+        """
+        out = np.array(values, np.float64)
+        if self._lu is None:
+            return out
+        first, second = self.edges[:, 0], self.edges[:, 1]
+        rhs = np.array(targets, np.float64) - np.where(self.known[first, None], out[first], 0.0)
+        rhs += np.where(self.known[second, None], out[second], 0.0)
+        out[self.free] = lu_solve(self._lu, self._design.T @ rhs)
         return out
-    column = np.full(len(known), -1)
-    column[free] = np.arange(free.size)
-    design = np.zeros((len(edges), free.size))
-    rows = np.arange(len(edges))
-    rhs = np.array(targets, np.float64)
-    for side, sign in ((0, 1.0), (1, -1.0)):
-        v = edges[:, side]
-        is_free = column[v] >= 0
-        design[rows[is_free], column[v[is_free]]] += sign
-        rhs[~is_free] -= sign * out[v[~is_free]]
-    normal = design.T @ design + 1e-9 * np.eye(free.size)  # the ridge only pins vertices on no edge
-    out[free] = np.linalg.solve(normal, design.T @ rhs)
-    return out

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.io import loadmat
 from scipy.spatial import cKDTree
 
-from r3fa.morphable import GRID_SIDE, MorphableModel, load_model
+from r3fa.morphable import GRID_SIDE, MorphableModel, load_model, posed_vertices_from
 from r3fa.paths import data_root
 
 CONTOUR_FILE = "face_profiling/Model_face_contour_trimed.mat"
@@ -33,6 +33,12 @@ class FaceMesh:
     face_mask: np.ndarray  # (4096,) bool: vertex inside the trimmed face outline
     triangles: np.ndarray  # (T, 3) int32 grid triangles with all three vertices on the face
     isolines: np.ndarray  # (L, 64) int: per grid column (top to bottom) its face vertex ids, -1 padded
+    grid64: tuple[np.ndarray, np.ndarray, np.ndarray]  # the grid's mean and bases in float64, cast once
+
+    def pose(self, params: np.ndarray) -> np.ndarray:
+        """Grid vertices posed by `(62,)` params, `(3, 4096)` float64 (`r3fa.morphable.posed_vertices`
+        without casting the bases on every call)."""
+        return posed_vertices_from(*self.grid64, np.asarray(params, np.float64))
 
 
 def _grid_face_mask(grid: MorphableModel, dense: MorphableModel) -> np.ndarray:
@@ -57,4 +63,5 @@ def load_face_mesh() -> FaceMesh:
     columns = ids.T  # one row per grid column = one horizontal iso-line
     on_face = mask[columns]
     isolines = np.where(on_face, columns, -1)[on_face.sum(axis=1) >= 2]
-    return FaceMesh(grid, load_model("bfm68"), mask, triangles, isolines)
+    grid64 = tuple(a.astype(np.float64) for a in (grid.mean, grid.shape_basis, grid.exp_basis))
+    return FaceMesh(grid, load_model("bfm68"), mask, triangles, isolines, grid64)

@@ -1,11 +1,16 @@
 """A vectorised triangle rasteriser with a z-buffer (numpy only, no per-pixel or per-triangle Python loop).
 
-Every triangle is expanded into the integer pixel positions of its bounding box (`np.repeat` over the
-box sizes), barycentric coordinates and depth (one affine plane per triangle) are computed for all
-candidates at once, the ones inside are kept, and the z-buffer is resolved with one scatter-max
-(`np.maximum.at`) of a (layer, depth) key per pixel; the candidates equal to their pixel's maximum win.
-Pixel centres are at integer coordinates (the `cv2.warpAffine`/`cv2.remap` convention). Larger z is closer
-to the camera, as in the 3DDFA image frame.
+Barycentric coordinates and depth are affine functions of the pixel position, so each triangle gets one
+plane per quantity: `[lambda_b, lambda_c, z] = C @ [x, y, 1]` (`lambda_a = 1 - lambda_b - lambda_c`).
+Candidate pixels are generated per triangle *row*: on row y each `lambda_i(x, y) >= -eps` is a half-line in
+x, so the three of them cut the row to one span `[x_l, x_r]`; the span, widened by one pixel each side for
+rounding and clipped to the triangle's bounding box, is expanded into pixels (`np.repeat` over the span
+lengths). Only pixels near the triangle are tested, not its whole bounding box (most of a large or thin
+triangle's box lies outside it). The test itself is exact: a candidate is inside when its three barycentric
+coordinates, evaluated in float32, are `>= -eps`. The z-buffer is one scatter-max (`np.maximum.at`) of a
+(layer, depth) key per pixel; the candidates equal to their pixel's maximum win (ties, as on shared edges,
+resolve to either triangle). Pixel centres are at integer coordinates (the `cv2.warpAffine`/`cv2.remap`
+convention). Larger z is closer to the camera, as in the 3DDFA image frame.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 _INSIDE_EPS = 1e-5  # shared edges are covered by both neighbours, so no cracks between triangles
 _LAYER_STEP = 1e9  # layer weight in the z-buffer key: larger than any depth range
-
+_SPAN_MIN_WIDTH = 4  # box rows at least this wide (in pixels, minus one) are cut to the triangle's span
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,110 @@ class Raster:
         return self.triangle >= 0
 
     def interpolate(self, values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        """Per-vertex `values` `(N, C)` interpolated at every covered pixel -> `(H, W, C)` (0 elsewhere)."""
-        tri = np.maximum(self.triangle, 0)
-        corner_values = values[triangles[tri]]  # (H, W, 3, C)
-        out = np.einsum("hwk,hwkc->hwc", self.bary, corner_values)
-        out[~self.covered] = 0
-        return out
+        """Per-vertex `values` `(N, C)` interpolated at every covered pixel -> `(H, W, C)` float64 (0 elsewhere):
+        `sum_k bary_k values[corner_k]` over the corners of the pixel's triangle."""
+        height, width = self.triangle.shape
+        triangle = self.triangle.reshape(-1)
+        pixel = np.flatnonzero(triangle >= 0)
+        corners = np.take(np.asarray(triangles, np.intp), np.take(triangle, pixel), axis=0).T  # (3, P)
+        bary = np.take(self.bary.reshape(-1, 3), pixel, axis=0).T.astype(np.float64)  # (3, P)
+        values = np.asarray(values, np.float64)
+        out = np.zeros((height * width, values.shape[1]))
+        for channel in range(values.shape[1]):
+            weighted = bary * np.take(values[:, channel], corners)  # (3, P)
+            out[pixel, channel] = weighted[0] + weighted[1] + weighted[2]
+        return out.reshape(height, width, -1)
+
+
+@dataclass(frozen=True)
+class _Planes:
+    """Every triangle's three planes and its bounding box, clipped to the image (no rows: cannot cover a pixel)."""
+
+    coef: np.ndarray  # (3, 3, T) float64: [lambda_b, lambda_c, z] x [d/dx, d/dy, constant]
+    x0: np.ndarray  # (T,) first and last pixel column and row of the box, clipped to the image
+    x1: np.ndarray
+    y0: np.ndarray
+    y1: np.ndarray
+
+
+def _planes(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, height: int, width: int) -> _Planes:
+    """Per triangle the affine planes of `lambda_b`, `lambda_c` and `z` over the image plane.
+
+    With corners a, b, c, e1 = b - a, e2 = c - a and det = e1 x e2, the barycentric coordinates of p are
+    lambda_b = ((p - a) x e2) / det and lambda_c = (e1 x (p - a)) / det, and z = z_a + lambda_b (z_b - z_a)
+    + lambda_c (z_c - z_a). Degenerate triangles (det ~ 0) and those whose box misses the image get no rows.
+    """
+    corners = np.ascontiguousarray(np.asarray(triangles, np.intp).T)  # (3, T)
+    xy = np.asarray(xy, np.float64)
+    ax, bx, cx = np.take(xy[:, 0], corners)
+    ay, by, cy = np.take(xy[:, 1], corners)
+    e1x, e1y, e2x, e2y = bx - ax, by - ay, cx - ax, cy - ay
+    det = e1x * e2y - e1y * e2x
+    usable = np.abs(det) > 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.where(usable, det, 1.0)
+    lb_x, lb_y = e2y * inv, -e2x * inv
+    lc_x, lc_y = -e1y * inv, e1x * inv
+    za, zb, zc = np.take(np.asarray(z, np.float64), corners)
+    dzb, dzc = zb - za, zc - za
+    z_x, z_y = lb_x * dzb + lc_x * dzc, lb_y * dzb + lc_y * dzc
+    coef = np.array(
+        [
+            [lb_x, lb_y, -(lb_x * ax + lb_y * ay)],
+            [lc_x, lc_y, -(lc_x * ax + lc_y * ay)],
+            [z_x, z_y, za - (z_x * ax + z_y * ay)],
+        ]
+    )
+    x0 = np.maximum(np.ceil(np.minimum(np.minimum(ax, bx), cx)), 0).astype(np.int64)
+    x1 = np.minimum(np.floor(np.maximum(np.maximum(ax, bx), cx)), width - 1).astype(np.int64)
+    y0 = np.maximum(np.ceil(np.minimum(np.minimum(ay, by), cy)), 0).astype(np.int64)
+    y1 = np.minimum(np.floor(np.maximum(np.maximum(ay, by), cy)), height - 1).astype(np.int64)
+    y1 = np.where(usable & (x1 >= x0), y1, y0 - 1)  # no rows: degenerate, or the box misses the image
+    return _Planes(coef, x0, x1, y0, y1)
+
+
+def _row_spans(planes: _Planes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One x-span per (triangle, row of its box): `(R,)` triangle, row, first and last column.
+
+    On row y, `lambda(x) = g x + h` with `h = g_y y + g_0`; `lambda >= -eps` is `x >= (-eps - h) / g` for
+    g > 0 and `x <= ...` for g < 0 (no bound for g = 0). The span is the intersection for lambda_a,
+    lambda_b, lambda_c, widened by one pixel each side (the test on the candidates decides) and clipped to
+    the box; it may be empty (last < first). Rows narrower than `_SPAN_MIN_WIDTH` keep the whole box row
+    (cutting them saves less than it costs). Rows are ordered by triangle, then top to bottom.
+    """
+    heights = np.maximum(planes.y1 - planes.y0 + 1, 0)
+    tri = np.repeat(np.arange(len(heights)), heights)
+    y = np.arange(len(tri)) - np.repeat(np.cumsum(heights) - heights - planes.y0, heights)
+    first, last = np.take(planes.x0, tri), np.take(planes.x1, tri)
+    wide = np.flatnonzero(last - first >= _SPAN_MIN_WIDTH)
+    wide_tri, wide_y = np.take(tri, wide), np.take(y, wide).astype(np.float64)
+    bx, by, b0 = np.take(planes.coef[0], wide_tri, axis=1)
+    cx, cy, c0 = np.take(planes.coef[1], wide_tri, axis=1)
+    lower, upper = np.take(first, wide).astype(np.float64), np.take(last, wide).astype(np.float64)
+    slopes = (bx, cx, -bx - cx)
+    offsets = (by * wide_y + b0, cy * wide_y + c0, 1.0 - (by + cy) * wide_y - b0 - c0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for g, h in zip(slopes, offsets):
+            bound = (-_INSIDE_EPS - h) / g
+            lower = np.where(g > 0, np.maximum(lower, np.ceil(bound) - 1), lower)
+            upper = np.where(g < 0, np.minimum(upper, np.floor(bound) + 1), upper)
+    first[wide], last[wide] = lower, upper
+    return tri, y, first, last
+
+
+def _candidates(planes: _Planes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pixels `(M,)`: triangle, x, y; by triangle, then row-major."""
+    row_tri, row_y, first, last = _row_spans(planes)
+    lengths = np.maximum(last - first + 1, 0)
+    tri = np.repeat(row_tri, lengths)
+    x = np.arange(len(tri)) - np.repeat(np.cumsum(lengths) - lengths - first, lengths)
+    return tri, x, np.repeat(row_y, lengths)
+
+
+def _plane_at(coef: np.ndarray, tri: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """One float32 plane `coef` `(3, T)` of triangles `tri` evaluated at pixels (px, py)."""
+    gx, gy, g0 = np.take(coef, tri, axis=1)
+    return gx * px + gy * py + g0
 
 
 def rasterize(
@@ -57,52 +160,25 @@ def rasterize(
     Returns:
         The `Raster` with the closest triangle per pixel.
     """
-    corners = np.asarray(xy, np.float64)[triangles]  # (T, 3, 2)
-    x0 = np.clip(np.ceil(corners[..., 0].min(1)), 0, width)
-    x1 = np.clip(np.floor(corners[..., 0].max(1)), -1, width - 1)
-    y0 = np.clip(np.ceil(corners[..., 1].min(1)), 0, height)
-    y1 = np.clip(np.floor(corners[..., 1].max(1)), -1, height - 1)
-    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
-    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    box_w = (x1 - x0 + 1).astype(np.int64)
-    box_h = (y1 - y0 + 1).astype(np.int64)
-    keep = np.flatnonzero((box_w > 0) & (box_h > 0) & (np.abs(det) > 1e-12))
-    # barycentric coordinates and depth are affine in (x, y): one (3 x 3) plane per triangle,
-    # [lambda_b, lambda_c, z] = coef @ [x, y, 1], evaluated for every candidate pixel at once
-    k = keep
-    inv = 1.0 / det[k]
-    ab, ac = b[k] - a[k], c[k] - a[k]
-    lb_xy = np.stack([ac[:, 1], -ac[:, 0]], 1) * inv[:, None]
-    lc_xy = np.stack([-ab[:, 1], ab[:, 0]], 1) * inv[:, None]
-    zt = np.asarray(z, np.float64)[triangles[k]]
-    z_xy = lb_xy * (zt[:, 1:2] - zt[:, 0:1]) + lc_xy * (zt[:, 2:3] - zt[:, 0:1])
-    planes = np.stack([lb_xy, lc_xy, z_xy], axis=1)  # (K, 3, 2)
-    offsets = -(planes * a[k][:, None, :]).sum(axis=2)
-    offsets[:, 2] += zt[:, 0]
-    coef = np.concatenate([planes, offsets[:, :, None]], axis=2).astype(np.float32)  # (K, 3, 3)
-    counts = box_w[k] * box_h[k]
-    local_tri = np.repeat(np.arange(len(k)), counts)
-    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    dy, dx = np.divmod(local, box_w[k][local_tri])
-    px = (x0[k][local_tri] + dx).astype(np.float32)
-    py = (y0[k][local_tri] + dy).astype(np.float32)
-    cf = coef[local_tri]  # (M, 3, 3)
-    values = cf[:, :, 0] * px[:, None] + cf[:, :, 1] * py[:, None] + cf[:, :, 2]  # (M, 3): lb, lc, z
-    lb, lc = values[:, 0], values[:, 1]
+    planes = _planes(xy, z, triangles, height, width)
+    coef = planes.coef.astype(np.float32)
+    tri, x, y = _candidates(planes)
+    px, py = x.astype(np.float32), y.astype(np.float32)
+    lb, lc = _plane_at(coef[0], tri, px, py), _plane_at(coef[1], tri, px, py)
     la = 1.0 - lb - lc
-    inside = (la >= -_INSIDE_EPS) & (lb >= -_INSIDE_EPS) & (lc >= -_INSIDE_EPS)
-    tid = k[local_tri[inside]]
-    la, lb, lc, depth = la[inside], lb[inside], lc[inside], values[inside, 2]
-    pixel = py[inside].astype(np.int64) * width + px[inside].astype(np.int64)
-    depth = depth.astype(np.float64)
-    key = depth if layer is None else np.asarray(layer)[tid] * _LAYER_STEP + depth
+    inside = np.flatnonzero((la >= -_INSIDE_EPS) & (lb >= -_INSIDE_EPS) & (lc >= -_INSIDE_EPS))
+    tri, pixel = np.take(tri, inside), np.take(y, inside) * width + np.take(x, inside)
+    depth = _plane_at(coef[2], tri, np.take(px, inside), np.take(py, inside)).astype(np.float64)
+    key = depth if layer is None else np.take(np.asarray(layer), tri) * _LAYER_STEP + depth
     best = np.full(height * width, -np.inf)
     np.maximum.at(best, pixel, key)
-    last = np.flatnonzero(key == best[pixel])  # ties (shared edges) resolve to either triangle
+    win = np.flatnonzero(key == np.take(best, pixel))
+    win_candidate, win_pixel = np.take(inside, win), np.take(pixel, win)
     triangle = np.full(height * width, -1, np.int32)
     bary = np.zeros((height * width, 3), np.float32)
     zbuf = np.full(height * width, -np.inf, np.float32)
-    triangle[pixel[last]] = tid[last]
-    bary[pixel[last]] = np.stack([la[last], lb[last], lc[last]], axis=1)
-    zbuf[pixel[last]] = depth[last]
+    triangle[win_pixel] = np.take(tri, win)
+    for k, coordinate in enumerate((la, lb, lc)):
+        bary[:, k][win_pixel] = np.take(coordinate, win_candidate)
+    zbuf[win_pixel] = np.take(depth, win)
     return Raster(triangle.reshape(height, width), bary.reshape(height, width, 3), zbuf.reshape(height, width))
