@@ -15,12 +15,28 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines.shard import IMAGE_EXT, LANDMARKS_EXT
+from r3fa.errors import UserError
 from r3fa.io import decode_image
 from r3fa.metrics import BIN_NAMES, yaw_bin
 
 
 def _manifest(out_dir: Path) -> dict:
-    return json.loads((out_dir / "manifest.json").read_text())
+    """The manifest of a shard set.
+
+    Raises:
+        UserError: no folder, no `manifest.json` (an empty folder, or a build that did not finish), or one that is
+            not a readable manifest.
+    """
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{out_dir}: no manifest.json; not a shard set, or its build did not finish (run it again)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise UserError(f"{path}: not a readable manifest; run `r3fa shards verify {out_dir}`")
+    return manifest
 
 
 def count_samples(out_dir: str | Path) -> Counter:
