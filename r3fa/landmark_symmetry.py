@@ -35,20 +35,20 @@ def mirror_coefficients(
     """Coefficients of the mirror image of a face, by least squares at the model's 68 landmarks.
 
     Args:
-        shape: (40,) shape coefficients.
-        exp: (10,) expression coefficients.
+        shape: (..., 40) shape coefficients (a batch of faces is solved in one least-squares call).
+        exp: (..., 10) expression coefficients.
         model: a 68-landmark model in iBUG order (`bfm68`).
 
     Returns:
         (shape', exp', offset): `mean + W [shape'; exp'] + offset` is the best fit of
-        `diag(-1, 1, 1) V[:, IBUG68_FLIP]`, where V is the face of (shape, exp); `offset` (3,) absorbs the
+        `diag(-1, 1, 1) V[:, IBUG68_FLIP]`, where V is the face of (shape, exp); `offset` (..., 3) absorbs the
         model mean's small asymmetry about x = 0 and belongs to the pose's translation.
     """
     basis = np.concatenate([model.shape_basis, model.exp_basis], axis=1).astype(np.float64)
-    coeffs = np.concatenate([np.asarray(shape, np.float64), np.asarray(exp, np.float64)])
+    coeffs = np.concatenate([np.asarray(shape, np.float64), np.asarray(exp, np.float64)], axis=-1)
     mean = model.mean.astype(np.float64)
-    face = (mean + basis @ coeffs).reshape(-1, 3).T  # (3, 68)
-    target = (_MIRROR_X @ face[:, IBUG68_FLIP]).T.reshape(-1)  # x,y,z interleaved
+    face = (mean + coeffs @ basis.T).reshape(*coeffs.shape[:-1], -1, 3)  # (..., 68, 3)
+    target = (face[..., IBUG68_FLIP, :] @ _MIRROR_X).reshape(-1, mean.size)  # x,y,z interleaved, one row a face
     design = np.concatenate([basis, np.tile(np.eye(3), (model.num_vertices, 1))], axis=1)
-    solution = np.linalg.lstsq(design, target - mean, rcond=None)[0]
-    return solution[:SHAPE_DIM], solution[SHAPE_DIM : SHAPE_DIM + EXP_DIM], solution[SHAPE_DIM + EXP_DIM :]
+    solution = np.linalg.lstsq(design, (target - mean).T, rcond=None)[0].T.reshape(*coeffs.shape[:-1], -1)
+    return solution[..., :SHAPE_DIM], solution[..., SHAPE_DIM : SHAPE_DIM + EXP_DIM], solution[..., SHAPE_DIM + EXP_DIM :]
