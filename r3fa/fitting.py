@@ -37,11 +37,10 @@ import numpy as np
 from r3fa.io import BadInputError
 from r3fa.labels import landmark_nme
 from r3fa.morphable import GRID_SIDE, MorphableModel, load_model
-from r3fa.params import EXP_DIM, SHAPE_DIM, SHAPE_SLICE, EXP_SLICE, euler_from_rotation, load_whitening
+from r3fa.params import EXP_DIM, EXP_SLICE, SHAPE_DIM, SHAPE_SLICE, euler_from_rotation, load_whitening
 
 N_LANDMARKS = 68
 CHIN = 8
-JAW = np.arange(17)
 MARCHED = np.array([j for j in range(17) if j != CHIN])  # jaw landmarks that may slide to the silhouette
 
 
@@ -234,7 +233,8 @@ def fit_landmarks(
         The fit (deterministic: fixed iterations, no randomness).
 
     Raises:
-        BadInputError: the points are not 68 finite points spanning a box (`check_landmarks`).
+        BadInputError: the points are not 68 finite points spanning a box (`check_landmarks`), or they
+            admit no finite fit (e.g. all on one line).
     """
     pts = check_landmarks(points, path)
     target = np.stack([pts[0], -pts[1]], axis=1)  # y-up
@@ -252,7 +252,10 @@ def fit_landmarks(
         if iteration < settings.iterations:
             coeffs = _solve_coefficients(target, mean, basis, scale, rotation, translation, norm, model,
                                          settings.prior_weight)  # fmt: skip
-    return _result(pts, image_height, scale, rotation, translation, coeffs, mean + basis @ coeffs, model)
+    fit = _result(pts, image_height, scale, rotation, translation, coeffs, mean + basis @ coeffs, model)
+    if not (np.isfinite(fit.image_affine).all() and np.isfinite(fit.landmarks).all() and scale > 0):
+        raise BadInputError(path, "landmarks admit no fit (non-finite or zero-scale pose)")
+    return fit
 
 
 def _result(

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from r3fa.crop import roi_from_landmarks
-from r3fa.fitting import FitSettings, LandmarkFit, check_landmarks, fit_landmarks
+from r3fa.fitting import FitSettings, check_landmarks, fit_landmarks
 from r3fa.io import MAX_IMAGE_PIXELS, BadInputError, read_image, read_landmarks_file
 from r3fa.labels import crop_frame_params
 from r3fa.params import pose_degrees
@@ -85,7 +85,8 @@ def discover_landmarks68(
         else:
             landmarks = next((image.with_suffix(s) for s in BESIDE_SUFFIXES if image.with_suffix(s).is_file()), None)
         if landmarks is None:
-            inputs.append(Rejection(str(image), "missing landmarks (.pts, .ljson or .mat beside the image)", "discover"))
+            reason = "missing landmarks (.pts, .ljson or .mat beside the image)"
+            inputs.append(Rejection(str(image), reason, "discover"))
             continue
         inputs.append(SourceItem(
             key=re.sub(r"[^A-Za-z0-9_-]", "-", f"{source}_{image.stem}"),
@@ -136,11 +137,6 @@ def read_points(item: SourceItem) -> np.ndarray:
             raise BadInputError(path, f"no row of points for {item.image_path}")
         return check_landmarks(_array(path)[row], f"{path}[{row}]")
     return check_landmarks(read_landmarks_file(path), path)
-
-
-def fit_item(item: SourceItem, image_height: int) -> LandmarkFit:
-    """The fitted label of an item's points (its style picks the fit settings)."""
-    return fit_landmarks(read_points(item), image_height, settings_for(item.landmark_style), item.landmark_path)
 
 
 def load_fitted_sample(item: SourceItem, max_image_pixels: int = MAX_IMAGE_PIXELS) -> BaseSample:
