@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.io import savemat
 from typer.testing import CliRunner
 
 from r3fa.fitting import FitSettings, fit_landmarks
@@ -88,7 +89,7 @@ def test_bad_points_raise_bad_input(points, reason):
 def test_bad_annotations_become_rejections_with_reasons(tmp_path, reannotated, aflw_images):
     folder = tmp_path / "faces"
     folder.mkdir()
-    for name, row in (("good", 0), ("missing", 1), ("nan", 2), ("short", 3), ("none", 4)):
+    for name, row in (("good", 0), ("missing", 1), ("nan", 2), ("short", 3), ("none", 4), ("side", 5)):
         shutil.copy(aflw_images[row], folder / f"{name}.jpg")
     points = reannotated[:4].copy()
     points[2][:, 5] = np.nan
@@ -96,10 +97,11 @@ def test_bad_annotations_become_rejections_with_reasons(tmp_path, reannotated, a
     _write_pts(folder / "missing.pts", points[1][:, :60])  # 8 points missing
     (folder / "nan.pts").write_text(_pts_text_with_nan(points[2]))
     _write_pts(folder / "short.pts", points[3][:, :1])
+    savemat(folder / "side.mat", {"pts_2d": reannotated[5].T})  # a 300W-LP-style side file, (68, 2)
     inputs = discover_landmarks68(folder, style="3d")
     rejected = [e for e in inputs if not isinstance(e, SourceItem)]
     assert [Path(r.path).name for r in rejected] == ["none.jpg"] and "missing landmarks" in rejected[0].reason
-    reasons = {}
+    reasons, fitted = {}, []
     for item in (e for e in inputs if isinstance(e, SourceItem)):
         try:
             base = load_source_sample(item)  # the dataset builder's entry point dispatches to the fit
@@ -107,6 +109,8 @@ def test_bad_annotations_become_rejections_with_reasons(tmp_path, reannotated, a
             reasons[Path(item.image_path).stem] = err.reason
         else:
             assert base.fitted and base.label_nme < 2.0
+            fitted.append(Path(item.image_path).stem)
+    assert fitted == ["good", "side"]
     assert set(reasons) == {"missing", "nan", "short"}
     assert all("68" in reason for reason in reasons.values())
 
