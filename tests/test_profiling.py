@@ -12,8 +12,8 @@ from scipy.spatial import cKDTree
 
 from r3fa.crop import crop_image
 from r3fa.labels import landmarks_in_crop
-from r3fa.params import pose_degrees
-from r3fa.profiling import profile_face
+from r3fa.params import compose, pose_degrees
+from r3fa.profiling import profile_face, synthesize
 from r3fa.profiling.raster import rasterize
 from r3fa.profiling.rotate import MAX_YAW_DEG, applied_yaw_increment
 from r3fa.readers import iter_aflw2000, label_landmarks, load_source_sample
@@ -93,6 +93,23 @@ def test_deterministic(bases):
     first, second = _profile(bases["image00006"], 35.0), _profile(bases["image00006"], 35.0)
     np.testing.assert_array_equal(first.crop, second.crop)
     np.testing.assert_array_equal(first.params, second.params)
+
+
+def test_views_from_a_cached_source_geometry_equal_fresh_ones(bases):
+    """A source's views share its cached view-independent geometry: the same bytes as with a cold cache, and
+    nobody can change the shared arrays."""
+    base = bases["image00318"]
+    synthesize._cached_source_geometry.cache_clear()
+    cold = [_profile(base, step) for step in (10.0, 30.0)]  # the first computes the geometry, the second reuses it
+    synthesize._cached_source_geometry.cache_clear()
+    warm = [_profile(base, step) for step in (30.0, 10.0)][::-1]
+    for first, second in zip(cold, warm):
+        np.testing.assert_array_equal(first.crop, second.crop)
+        np.testing.assert_array_equal(first.params, second.params)
+        assert first.hole_fraction == second.hole_fraction
+    geometry = synthesize.source_geometry(compose(base.image_affine, base.shape, base.exp))
+    with pytest.raises(ValueError, match="read-only"):
+        geometry.start_xyz[0, 0] = 0.0
 
 
 def test_rasteriser_tiles_a_square_without_cracks_or_overlaps():

@@ -35,8 +35,12 @@ class BackgroundMesh:
 
     def edges(self) -> np.ndarray:
         """`(E, 2)` unique undirected edges of the background triangles (combined ids)."""
-        pairs = np.concatenate([self.triangles[:, [0, 1]], self.triangles[:, [1, 2]], self.triangles[:, [2, 0]]])
-        return np.unique(np.sort(pairs, axis=1), axis=0)
+        first = self.triangles.reshape(-1).astype(np.int64)
+        second = np.roll(self.triangles, -1, axis=1).reshape(-1).astype(np.int64)
+        low, high = np.minimum(first, second), np.maximum(first, second)
+        span = int(high.max()) + 1 if high.size else 1
+        keys = np.unique(low * span + high)  # sorted like the (low, high) rows
+        return np.stack([keys // span, keys % span], axis=1)
 
 
 def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
@@ -116,13 +120,17 @@ class EdgeLeastSquares:
         self.free = np.flatnonzero(~self.known)
         column = np.full(len(known), -1)
         column[self.free] = np.arange(self.free.size)
-        self._design = np.zeros((len(edges), self.free.size))
+        i, j = column[edges[:, 0]], column[edges[:, 1]]  # -1 where the end is fixed
         rows = np.arange(len(edges))
-        for side, sign in ((0, 1.0), (1, -1.0)):
-            v = edges[:, side]
-            is_free = column[v] >= 0
-            self._design[rows[is_free], column[v[is_free]]] += sign
-        normal = self._design.T @ self._design + 1e-9 * np.eye(self.free.size)
+        self._design = np.zeros((len(edges), self.free.size))
+        self._design[rows[i >= 0], i[i >= 0]] += 1.0
+        self._design[rows[j >= 0], j[j >= 0]] -= 1.0
+        # D^T D is the graph Laplacian of the free vertices: degree on the diagonal, -1 per free-free edge
+        normal = np.diag(np.bincount(np.r_[i[i >= 0], j[j >= 0]], minlength=self.free.size).astype(np.float64))
+        both = (i >= 0) & (j >= 0)
+        np.add.at(normal, (i[both], j[both]), -1.0)
+        np.add.at(normal, (j[both], i[both]), -1.0)
+        normal += 1e-9 * np.eye(self.free.size)
         self._lu = lu_factor(normal) if self.free.size else None
 
     def solve(self, values: np.ndarray, targets: np.ndarray) -> np.ndarray:

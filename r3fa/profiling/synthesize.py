@@ -70,14 +70,14 @@ def _source_face(
     """
     crop_xyz = image_to_crop(np.vstack([xy.T, z[None]]), roi, size)
     raster = rasterize(crop_xyz[:2].T, crop_xyz[2], triangles, size, size)
-    corners = crop_xyz[:, triangles]  # (3, T, 3)
-    e1, e2 = corners[:2, :, 1] - corners[:2, :, 0], corners[:2, :, 2] - corners[:2, :, 0]
-    winding = e1[0] * e2[1] - e1[1] * e2[0]
+    ids = np.ascontiguousarray(triangles.T)  # (3, T): corner k of every triangle
+    (ax, bx, cx), (ay, by, cy), (az, bz, cz) = (np.take(coordinate, ids) for coordinate in crop_xyz)
+    winding = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
     front = np.sign(winding) == np.sign(np.median(winding))
-    centroid = corners.mean(axis=2)
-    col = np.clip(np.rint(centroid[0]).astype(int), 0, size - 1)
-    row = np.clip(np.rint(centroid[1]).astype(int), 0, size - 1)
-    return raster, front & (centroid[2] >= raster.depth[row, col] - VISIBLE_TOLERANCE * size)
+    col = np.clip(np.rint((ax + bx + cx) / 3).astype(int), 0, size - 1)
+    row = np.clip(np.rint((ay + by + cy) / 3).astype(int), 0, size - 1)
+    centroid_z = (az + bz + cz) / 3
+    return raster, front & (centroid_z >= raster.depth[row, col] - VISIBLE_TOLERANCE * size)
 
 
 def _anchor_depth(
