@@ -88,10 +88,12 @@ def mesh_background(face_xy: np.ndarray, contour: np.ndarray, region: np.ndarray
     simplices = Delaunay(points).simplices
     # Delaunay is unconstrained, so the outline's chords need not match the face's edge: rather than drop
     # the triangles inside the outline, rank them below everything else (no gap can open)
-    corners = points[simplices]  # (T, 3, 2)
+    # (only triangles of outline vertices alone can be interior: only they are probed)
+    outline_only = np.flatnonzero((simplices < len(outline)).all(axis=1))
+    corners = points[simplices[outline_only]]  # (T', 3, 2)
     probes = np.concatenate([corners.mean(axis=1, keepdims=True), (corners + np.roll(corners, 1, axis=1)) / 2], 1)
-    inside = inside_polygon(probes.reshape(-1, 2), outline).reshape(-1, 4).all(axis=1)
-    interior = (simplices < len(outline)).all(axis=1) & inside
+    interior = np.zeros(len(simplices), bool)
+    interior[outline_only] = inside_polygon(probes.reshape(-1, 2), outline).reshape(-1, 4).all(axis=1)
     n_face = len(face_xy)
     ids = np.concatenate([contour, n_face + np.arange(len(anchors))])
     on_border = np.r_[np.zeros(len(rings), bool), np.ones(len(border), bool)]
