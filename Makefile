@@ -43,9 +43,10 @@ services: $(STAMP)
 services-stop: $(STAMP)
 	$(SERVICES) stop
 
-# every deployment of prefect.yaml, and the retrain alert: `make deploy ALERT_WEBHOOK=https://...` (or $$R3FA_ALERT_WEBHOOK)
+# every deployment of prefect.yaml, and the retrain alert (flows/alerts.py) through a webhook,
+# `make deploy ALERT_WEBHOOK=https://...`, or a notification block already saved, `ALERT_BLOCK=type/name`
 deploy: $(STAMP)
-	$(SERVICES) deploy $(if $(ALERT_WEBHOOK),--alert-webhook $(ALERT_WEBHOOK))
+	$(SERVICES) deploy $(if $(ALERT_WEBHOOK),--alert-webhook '$(ALERT_WEBHOOK)') $(if $(ALERT_BLOCK),--alert-block '$(ALERT_BLOCK)')
 
 bench: $(STAMP)
 	$(IN_ENV) bash bench/run_all.sh

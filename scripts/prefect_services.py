@@ -11,7 +11,7 @@ escalating to SIGKILL if a process outlives them. `start` when both already run 
 
     .venv/bin/python scripts/prefect_services.py start [--port 4200] [--home runs/prefect]
     eval "$(.venv/bin/python scripts/prefect_services.py env)"    # point this shell's prefect at the server
-    .venv/bin/python scripts/prefect_services.py deploy [--alert-webhook URL]
+    .venv/bin/python scripts/prefect_services.py deploy [--alert-webhook URL | --alert-block TYPE/NAME]
     .venv/bin/python scripts/prefect_services.py stop
 
 Run it with the project's Python: the worker runs every flow with the interpreter that started it.
@@ -146,7 +146,7 @@ def foreground(home: Path, port: int, name: str, pool: str = POOL, limit: int = 
     os.execve(cmd[0], cmd, env)
 
 
-def deploy(home: Path, port: int, webhook: str | None) -> None:
+def deploy(home: Path, port: int, webhook: str | None, block: str | None) -> None:
     """`prefect deploy --all` from the project root with the project's environment (prefect.yaml's job
     variables read it), then the retrain alert (`flows.alerts`)."""
     env = {**os.environ, **prefect_env(home, port)}
@@ -154,7 +154,7 @@ def deploy(home: Path, port: int, webhook: str | None) -> None:
     os.environ.update(env)  # before Prefect is imported: the alert talks to the same server
     from flows.alerts import ensure_retrain_alert
 
-    print(ensure_retrain_alert(webhook))
+    print(ensure_retrain_alert(webhook, block))
 
 
 def _signal_until_gone(pid: int, signals: tuple[int, ...], grace: float) -> None:
@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         "--alert-webhook", default=os.environ.get("R3FA_ALERT_WEBHOOK") or None,
         help="deploy: URL the retrain alert posts to (default $R3FA_ALERT_WEBHOOK; none: an existing block only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--alert-block", default=os.environ.get("R3FA_ALERT_BLOCK") or None,
+        help="deploy: slug (type/name) of a saved notification block for the alert instead of the webhook block",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         _command(args)
@@ -220,7 +224,7 @@ def _command(args: argparse.Namespace) -> None:
     elif args.command == "env":
         print(exports(prefect_env(home, args.port)))
     elif args.command == "deploy":
-        deploy(home, args.port, args.alert_webhook)
+        deploy(home, args.port, args.alert_webhook, args.alert_block)
     else:
         foreground(home, args.port, args.command, args.pool, args.limit)
 

@@ -13,8 +13,6 @@ finalizer, also when a check fails.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,28 +26,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = [sys.executable, str(ROOT / "scripts" / "prefect_services.py")]
 RETRAIN = "retrain-and-eval/retrain-and-eval"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """A server and a worker in the background; yields the environment of a client that talks to them."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    where = ["--home", str(home), "--port", str(free_port())]
-    env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2"}  # the worker polls every 2 s, not 10
-    request.addfinalizer(lambda: subprocess.run([*SERVICES, "stop", *where], env=env, timeout=120))
-    subprocess.run([*SERVICES, "start", *where], env=env, check=True, timeout=180)
-    client_env = dict(line.removeprefix("export ").split("=", 1) for line in _run([*SERVICES, "env", *where], env))
-    yield {**env, **client_env}
-    for log in ("worker.log", "server.log"):  # shown when a check failed
-        print(f"--- {log} (tail)\n" + "\n".join((home / log).read_text().splitlines()[-40:]))
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> list[str]:
@@ -59,11 +36,11 @@ def _run(cmd: list[str], env: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(services: dict[str, str]) -> Iterator[dict[str, str]]:
+def deployed(prefect_services: dict[str, str]) -> Iterator[dict[str, str]]:
     """`prefect deploy --all` from the project root; yields the services' environment with the API URL set."""
-    _run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], services)
-    with temporary_settings({PREFECT_API_URL: services["PREFECT_API_URL"]}):
-        yield services
+    _run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], prefect_services)
+    with temporary_settings({PREFECT_API_URL: prefect_services["PREFECT_API_URL"]}):
+        yield prefect_services
 
 
 def retrain(out: Path, train: str) -> FlowRun:
@@ -95,7 +72,7 @@ def test_deploy_schedule_and_two_retrain_runs(deployed: dict[str, str], tmp_path
     with get_client(sync_client=True) as client:
         names = {deployment.name for deployment in client.read_deployments()}
         weekly = client.read_deployment_by_name(RETRAIN)
-    assert names == {"build-shards", "train", "evaluate", "retrain-and-eval"}
+    assert names == {"build-shards", "train", "evaluate", "retrain-and-eval", "experiment"}
     (schedule,) = weekly.schedules
     assert schedule.active and schedule.schedule.cron == "0 3 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
     assert weekly.work_pool_name == "r3fa-process"
