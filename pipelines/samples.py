@@ -34,7 +34,8 @@ def make_sample(spec: SampleSpec, config: MixConfig) -> SampleRecord | Rejection
         The record, or the rejection (stage "ingest", "augment", "synthesis" or "label"; its `key` and
         `source` are the planned sample's).
     """
-    made = _make(spec, config)
+    with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
+        made = _make(spec, config)
     return replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
 
 

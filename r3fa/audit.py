@@ -141,12 +141,16 @@ def audit_folder(
     nmes, yaws = [], []
     for done, item in enumerate(pairs, start=1):
         try:
-            sample = load_source_sample(item, refit=refit, model=model, max_image_pixels=max_image_pixels)
+            with np.errstate(all="ignore"):  # hostile values overflow silently: a non-finite NME is rejected below
+                sample = load_source_sample(item, refit=refit, model=model, max_image_pixels=max_image_pixels)
         except Exception as err:  # any failure of one pair is its rejection
             rejected.append(rejection_of(err, item.annotation_path, "ingest"))
         else:
-            nmes.append(sample.label_nme)
-            yaws.append(sample.annotation_yaw_deg)
+            if np.isfinite(sample.label_nme):
+                nmes.append(sample.label_nme)
+                yaws.append(sample.annotation_yaw_deg)
+            else:  # a label the maths turned into inf/NaN is broken, not a number to summarise
+                rejected.append(Rejection(item.annotation_path, f"non-finite label NME ({sample.label_nme})", "label"))
         if progress is not None:
             progress(done, len(pairs))
     rejected.sort(key=lambda r: r.path)

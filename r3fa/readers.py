@@ -210,9 +210,14 @@ def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], S
     """One input per listed file group, in order: the item of its (image, annotation) pair or the rejection
     of an unpaired file ("missing annotation", "missing image"), then one rejection per extra file of the
     group (two images or two `.mat` files of one stem: "key collision", naming the file that was kept).
+    Every file of a group whose name is not valid UTF-8 is rejected (its path could not be recorded).
     Items whose key another item already has are rejected the same way (`unique_keys`)."""
     inputs: list[Input] = []
     for group in groups:
+        if not _utf8(group.stem):  # its path could not be written to the tables and manifest
+            reason = "file name is not valid UTF-8 (rename it)"
+            inputs += [Rejection(_shown(p), reason, "discover", source=source) for p in (*group.images, *group.annotations)]
+            continue
         image = group.images[0] if group.images else None
         annotation = group.annotations[0] if group.annotations else None
         if image is not None and annotation is not None:
@@ -224,6 +229,19 @@ def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], S
         for extra, kept in [*((p, image) for p in group.images[1:]), *((p, annotation) for p in group.annotations[1:])]:
             inputs.append(Rejection(str(extra), f"key collision: same name as {kept}", "discover", source=source))
     return unique_keys(inputs)
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: Path) -> str:
+    """A path whose name holds bytes that are not UTF-8, with those bytes written as `\\xNN`."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def unique_keys(inputs: Iterable[Input]) -> list[Input]:
