@@ -15,6 +15,8 @@ from r3fa.io import BadInputError
 from r3fa.labels import crop_frame_params
 from r3fa.readers import (
     CropTransform,
+    SourceItem,
+    discover_aflw2000,
     iter_300wlp,
     iter_aflw2000,
     iter_landmark_images,
@@ -22,7 +24,7 @@ from r3fa.readers import (
     load_source_sample,
     make_record,
 )
-from r3fa.records import DATASET_CONVENTION
+from r3fa.records import DATASET_CONVENTION, Rejection
 
 HELEN_STEM = "HELEN_232194_1_0"
 
@@ -165,3 +167,19 @@ def test_corrupt_input_raises_with_path_and_reason(tmp_path: Path, aflw2000_dir:
         load_source_sample(item)
     assert info.value.path == str(jpg if damage == "garble_jpg" else mat)
     assert info.value.reason.startswith(reason)
+
+
+def test_discovery_pairs_suffixes_in_any_case_and_reports_every_other_file(tmp_path: Path, aflw2000_dir: Path):
+    """One listing for the audit and the build: `.JPG`/`.Mat` pair up, an orphan `.mat` (no fold position) is
+    reported by every fold, and the folds of the images are those of the sorted image list."""
+    for i, stem in enumerate(("image00002", "image00004", "image00006", "image00008")):
+        shutil.copy(aflw2000_dir / f"{stem}.jpg", tmp_path / f"{stem}{'.JPG' if i == 1 else '.jpg'}")
+        shutil.copy(aflw2000_dir / f"{stem}.mat", tmp_path / f"{stem}{'.Mat' if i == 2 else '.mat'}")
+    shutil.copy(aflw2000_dir / "image00010.mat", tmp_path / "image00005.mat")  # no image
+    folds = [discover_aflw2000(tmp_path, fold, 2) for fold in (0, 1)]
+    items = [[i.key for i in inputs if isinstance(i, SourceItem)] for inputs in folds]
+    assert items == [["aflw2000_3d_image00002", "aflw2000_3d_image00006"], ["aflw2000_3d_image00004", "aflw2000_3d_image00008"]]
+    for inputs in folds:
+        rejected = [(Path(r.path).name, r.reason, r.stage) for r in inputs if isinstance(r, Rejection)]
+        assert rejected == [("image00005.mat", "missing image", "discover")]
+    assert [i.key for i in iter_aflw2000(tmp_path)] == [f"aflw2000_3d_image0000{n}" for n in (2, 4, 6, 8)]
