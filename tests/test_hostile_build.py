@@ -385,3 +385,31 @@ def test_the_cli_gives_a_bad_config_one_line_and_exit_2(case: str, tmp_path: Pat
     line = _user_error(_build(path, tmp_path / "out"))
     assert str(path) in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_source_listed_twice_collides_and_fails_with_a_summary(aflw2000_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem in GOOD[:2]:
+        _copy(stem, aflw2000_dir, src)
+    config = _config(tmp_path, src)
+    mix = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**mix, "sources": mix["sources"] * 2}))
+    with pytest.raises(RejectionRateError, match=r"aflw2000_3d: 2 of 4 inputs rejected \(50%\)"):
+        build_shards(config, tmp_path / "out", workers=0)
+    rows = pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    assert [r["reason"].split(" is also made from ")[0] for r in rows] == [
+        f"key collision: aflw2000_3d_{stem}" for stem in GOOD[:2]
+    ]
+
+
+def test_the_pixel_limit_is_configurable(aflw2000_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem in GOOD[:2]:
+        _copy(stem, aflw2000_dir, src)
+    summary = build_shards(_config(tmp_path, src, max_image_pixels=450 * 450 - 1, max_reject_fraction=1.0),
+                           tmp_path / "out", workers=0)  # fmt: skip
+    assert summary.samples == 0 and summary.inputs["aflw2000_3d"] == {"inputs": 2, "accepted": 0, "rejected": 2}
+    reasons = {r["reason"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    assert reasons == {"image too large: header declares 450x450 pixels > max_image_pixels 202499 (not decoded)"}
