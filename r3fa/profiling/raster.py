@@ -37,8 +37,8 @@ class Raster:
         return self.triangle >= 0
 
     def interpolate(self, values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        """Per-vertex `values` `(N, C)` interpolated at every covered pixel -> `(H, W, C)` float64 (0 elsewhere):
-        `sum_k bary_k values[corner_k]` over the corners of the pixel's triangle."""
+        """Per-vertex `values` `(N, C)` interpolated at every covered pixel -> `(H, W, C)` float64 (0
+        elsewhere): `sum_k bary_k values[corner_k]` over the corners of the pixel's triangle."""
         height, width = self.triangle.shape
         triangle = self.triangle.reshape(-1)
         pixel = np.flatnonzero(triangle >= 0)
@@ -54,7 +54,7 @@ class Raster:
 
 @dataclass(frozen=True)
 class _Planes:
-    """Every triangle's three planes and its bounding box, clipped to the image (no rows: cannot cover a pixel)."""
+    """Every triangle's three planes and its bounding box, clipped to the image (no rows: covers no pixel)."""
 
     coef: np.ndarray  # (3, 3, T) float64: [lambda_b, lambda_c, z] x [d/dx, d/dy, constant]
     x0: np.ndarray  # (T,) first and last pixel column and row of the box, clipped to the image

@@ -100,9 +100,9 @@ def _anchor_depth(
 
 @dataclass(frozen=True)
 class SourceGeometry:
-    """What face profiling needs of a source before the rotation: a function of its label alone."""
+    """What face profiling needs of a source before the rotation (DESIGN §6 steps 1-2): a function of its
+    label alone, shared by all its views."""
 
-    verts: np.ndarray  # (3, N) grid vertices posed in the source image frame
     seen: np.ndarray  # (T,) bool: face triangles the source shows with texture
     background: BackgroundMesh
     start_xyz: np.ndarray  # (V, 3) [face vertices | anchors] source positions, anchors with their solved depth
@@ -120,7 +120,7 @@ def source_geometry(params: np.ndarray, size: int = CROP_SIZE) -> SourceGeometry
 @lru_cache(maxsize=CACHED_SOURCES)
 def _cached_source_geometry(params: bytes, size: int) -> SourceGeometry:
     geometry = _compute_source_geometry(np.frombuffer(params, np.float32), size)
-    for array in (geometry.verts, geometry.seen, geometry.start_xyz, geometry.centre, geometry.edge_vectors):
+    for array in (geometry.seen, geometry.start_xyz, geometry.centre, geometry.edge_vectors):
         array.flags.writeable = False  # shared by the views of a source: nobody may change it
     return geometry
 
@@ -140,7 +140,6 @@ def _compute_source_geometry(params: np.ndarray, size: int) -> SourceGeometry:
     start_xyz[:, 2] = _anchor_depth(start_xyz, verts.shape[1], edges, source, roi, size)
     fixed = np.r_[np.ones(verts.shape[1], bool), background.on_border]
     return SourceGeometry(
-        verts,
         seen,
         background,
         start_xyz,
