@@ -69,9 +69,8 @@ def decode_image(data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAG
         raise BadInputError(where, "unreadable image (not a JPEG, PNG, BMP, PNM, TIFF or WebP header)")
     width, height = size
     if width * height > max_pixels:
-        raise BadInputError(
-            where, f"image too large: header declares {width}x{height} pixels > max_image_pixels {max_pixels} (not decoded)"
-        )
+        reason = f"image too large: header declares {width}x{height} pixels > max_image_pixels {max_pixels}"
+        raise BadInputError(where, f"{reason} (not decoded)")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as err:

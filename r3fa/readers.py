@@ -184,7 +184,9 @@ class FileGroup:
     annotations: tuple[Path, ...]
 
 
-def group_files(folder: str | Path, recursive: bool = False, exclude: Callable[[Path], bool] | None = None) -> list[FileGroup]:
+def group_files(
+    folder: str | Path, recursive: bool = False, exclude: Callable[[Path], bool] | None = None
+) -> list[FileGroup]:
     """The one file listing of the dataset builder and the audit: every image and `.mat` under `folder`,
     grouped by (folder, stem), sorted by stem path.
 

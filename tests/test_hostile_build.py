@@ -191,8 +191,10 @@ def hostile_build(hostile_source: Path, tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("hostile-build")
     out = tmp / "out"
     (out / "parts").mkdir(parents=True)
-    for name in ("notes.tmp", "hostile-train-000000.tar.bak.tmp", "parts/theirs.rejected.parquet.tmp",
-                 "hostile-train-000000.tar.tmp", "manifest.json.abcd_123.tmp", "parts/hostile-train-000001.rejected.parquet.x1y2z3w4.tmp"):  # fmt: skip
+    foreign = ("notes.tmp", "hostile-train-000000.tar.bak.tmp", "parts/theirs.rejected.parquet.tmp")
+    own = ("hostile-train-000000.tar.tmp", "manifest.json.abcd_123.tmp",
+           "parts/hostile-train-000001.rejected.parquet.x1y2z3w4.tmp")  # what r3fa.atomic / the shard writer leave
+    for name in (*foreign, *own):
         (out / name).write_text("left here")
     return out, _summary(_build(_config(tmp, hostile_source, max_reject_fraction=1.0), out))
 
