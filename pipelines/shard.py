@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -121,8 +121,8 @@ def build_shard(shard: ShardSpec, config: MixConfig, out_dir: str | Path, stamp:
                     jpeg = encode_jpeg(made.crop, config.jpeg_quality)
                     members = sample_members(made, shard.split, jpeg)
                 except Exception as err:  # a sample that cannot be encoded is rejected like any other
-                    made = rejection_of(err, spec.item.image_path, "encode")
-                    made = Rejection(made.path, made.reason, made.stage, made.error, spec.key, spec.item.source)
+                    rejection = rejection_of(err, spec.item.image_path, "encode")
+                    made = replace(rejection, key=spec.key, source=spec.item.source)
             if isinstance(made, Rejection):
                 rejections.append(rejection_row(made, shard.tar))
                 continue

@@ -415,3 +415,27 @@ def test_the_pixel_limit_is_configurable(aflw2000_dir: Path, tmp_path: Path) -> 
     assert summary.samples == 0 and summary.inputs["aflw2000_3d"] == {"inputs": 2, "accepted": 0, "rejected": 2}
     reasons = {r["reason"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
     assert reasons == {"image too large: header declares 450x450 pixels > max_image_pixels 202499 (not decoded)"}
+
+
+def test_a_sample_that_cannot_be_encoded_is_rejected(aflw2000_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import pipelines.shard
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem in GOOD[:3]:
+        _copy(stem, aflw2000_dir, src)
+    encode, calls = pipelines.shard.encode_jpeg, []
+
+    def failing_once(crop: np.ndarray, quality: int) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("JPEG encoding failed")
+        return encode(crop, quality)
+
+    monkeypatch.setattr(pipelines.shard, "encode_jpeg", failing_once)
+    summary = build_shards(_config(tmp_path, src, max_reject_fraction=0.5), tmp_path / "out", workers=0)
+    assert summary.samples == 2 and summary.inputs["aflw2000_3d"] == {"inputs": 3, "accepted": 2, "rejected": 1}
+    (row,) = pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    assert (row["stage"], row["error"], row["reason"]) == ("encode", "RuntimeError", "RuntimeError: JPEG encoding failed")
+    assert verify_shard_set(tmp_path / "out") == []
