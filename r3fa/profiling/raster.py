@@ -42,14 +42,15 @@ class Raster:
         height, width = self.triangle.shape
         triangle = self.triangle.reshape(-1)
         pixel = np.flatnonzero(triangle >= 0)
-        corners = np.take(np.asarray(triangles, np.intp), np.take(triangle, pixel), axis=0).T  # (3, P)
+        corner_ids = np.ascontiguousarray(np.asarray(triangles, np.intp).T)  # (3, T)
+        corners = np.take(corner_ids, np.take(triangle, pixel), axis=1)  # (3, P)
         bary = np.take(self.bary.reshape(-1, 3), pixel, axis=0).T.astype(np.float64)  # (3, P)
         values = np.asarray(values, np.float64)
-        out = np.zeros((height * width, values.shape[1]))
-        for channel in range(values.shape[1]):
+        out = np.zeros((values.shape[1], height * width))
+        for channel, plane in enumerate(out):
             weighted = bary * np.take(values[:, channel], corners)  # (3, P)
-            out[pixel, channel] = weighted[0] + weighted[1] + weighted[2]
-        return out.reshape(height, width, -1)
+            plane[pixel] = weighted[0] + weighted[1] + weighted[2]
+        return np.ascontiguousarray(out.T).reshape(height, width, -1)
 
 
 @dataclass(frozen=True)
