@@ -43,7 +43,7 @@ MAX_MEAN_GREY_DIFF = 1.0
 
 def dump(sources: int, profiles_per_image: int, seed: int, out: Path) -> None:
     """Synthesise the job list with whichever tree is first on `sys.path`; write views and CPU time to `out`."""
-    import cv2
+    import cv2  # the project's imports are made here, in the subprocess whose PYTHONPATH picks the tree
 
     from pipelines.synthesis_stage import SynthesisConfig, synthesis_jobs, synthesize_sample
     from r3fa.io import BadInputError
@@ -58,7 +58,10 @@ def dump(sources: int, profiles_per_image: int, seed: int, out: Path) -> None:
     crops = np.zeros((len(jobs), config.output_size, config.output_size, 3), np.uint8)
     params = np.full((len(jobs), 62), np.nan, np.float32)
     accepted = np.zeros(len(jobs), bool)
-    synthesize_sample(bases[0], items[0], 10.0, "warmup", config)  # model loading, caches
+    try:
+        synthesize_sample(bases[0], items[0], 10.0, "warmup", config)  # model loading
+    except BadInputError:
+        pass
     start = time.process_time()
     for n, (source, increment) in enumerate(jobs):
         try:
@@ -86,6 +89,8 @@ def compare(old: dict, new: dict) -> dict:
     if not np.array_equal(old["jobs"], new["jobs"]):
         raise SystemExit("the two trees made different job lists: not comparable")
     both = old["accepted"] & new["accepted"]
+    if not both.any():
+        raise SystemExit("no view was accepted by both trees: nothing to compare")
     diff = np.abs(old["crops"][both].astype(np.int16) - new["crops"][both].astype(np.int16))
     per_view = diff.reshape(int(both.sum()), -1).mean(axis=1)
     return {
