@@ -46,7 +46,6 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +70,6 @@ FLIP_SUFFIX = "_Flip"
 W300LP_VIEWS = {"AFW": 5207, "HELEN": 37676, "IBUG": 1786, "LFPW": 16556}
 VIEWS_PER_FACE = (9, 23)  # inclusive range of views k per face; mean 16 as in the real set
 JPEG_QUALITY = 95
-LINK_THREADS, LINKS_PER_TASK = 4, 4096
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by r3fa.standin (300W-LP-format stand-in)".ljust(116, b" ")
 _MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
@@ -247,14 +245,16 @@ def _write_pool(pool: Path, source_root: Path, stems: set[str], flipped: set[str
 
     Plain writes: the caller marks the tree complete only after `os.sync()`, and an incomplete tree gets its
     whole pool rewritten, so a file cut short by a crash is never kept."""
-    annotations, mirrored = {}, {}
+    annotations, widths, jpegs = {}, {}, {}  # encoded mirror images: 1/20 of the decoded ones' memory
     try:
         for stem in sorted(stems | flipped):
             annotations[stem] = read_annotation(source_root / f"{stem}.mat")
             if annotations[stem].pt3d_68 is None:
                 raise BadInputError(source_root / f"{stem}.mat", "no pt3d_68")
         for stem in sorted(flipped):
-            mirrored[stem] = cv2.flip(read_image(source_root / f"{stem}.jpg"), 1)
+            image = read_image(source_root / f"{stem}.jpg")
+            widths[stem] = image.shape[1]
+            jpegs[stem] = cv2.imencode(".jpg", cv2.flip(image, 1), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
     except BadInputError as err:
         raise UserError(f"stand-in source {err.path}: {err.reason}; use a clean AFLW2000-3D copy (--source)") from None
     (pool / "landmarks").mkdir(parents=True, exist_ok=True)
@@ -262,12 +262,11 @@ def _write_pool(pool: Path, source_root: Path, stems: set[str], flipped: set[str
     for stem in sorted(stems):
         side = side_landmarks_fields(annotations[stem].pt3d_68)
         (pool / "landmarks" / f"{stem}_pts.mat").write_bytes(_mat_bytes(side))
-    labels = mirror_annotations([annotations[s] for s in mirrored], [i.shape[1] for i in mirrored.values()], model)
-    for (stem, image), label in zip(mirrored.items(), labels):
-        jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+    labels = mirror_annotations([annotations[s] for s in jpegs], list(widths.values()), model)
+    for (stem, jpeg), label in zip(jpegs.items(), labels):
         (pool / "flip" / f"{stem}.jpg").write_bytes(jpeg.tobytes())
         (pool / "flip" / f"{stem}.mat").write_bytes(_mat_bytes(label))
-    return len(stems) + 2 * len(mirrored)
+    return len(stems) + 2 * len(jpegs)
 
 
 # ----------------------------------------------------------------------------- the tree
@@ -372,10 +371,7 @@ def write_standin(
     by_folder: dict[str, list[StandinView]] = {}
     for view in views:
         by_folder.setdefault(view.folder, []).append(view)
-    pairs = [pair for folder in sorted(by_folder) for pair in _folder_links(root, source, folder, by_folder[folder])]
-    chunks = [pairs[i : i + LINKS_PER_TASK] for i in range(0, len(pairs), LINKS_PER_TASK)]
-    with ThreadPoolExecutor(LINK_THREADS) as pool:  # symlink() releases the GIL; several in flight help
-        made = sum(pool.map(_make_links, chunks))
+    made = sum(_make_links(_folder_links(root, source, folder, by_folder[folder])) for folder in sorted(by_folder))
     os.sync()  # the links and folders are on disk before the tree is marked complete
     summary = _summary(root, views, request, links_made=made, files_written=written)
     write_text_atomic(state_path, json.dumps({**request, "complete": True, "folders": summary.folders}, indent=2))
