@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from r3fa import models
 
 
 class _Strict(BaseModel):
@@ -26,6 +28,13 @@ class ModelSpec(_Strict):
 
     name: str = "mobdensenet"
     kwargs: dict = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in models.available():
+            raise ValueError(f"unknown model {name!r}: expected one of {', '.join(models.available())}")
+        return name
 
 
 class LossSpec(_Strict):

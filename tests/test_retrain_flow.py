@@ -21,7 +21,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.testing.utilities import prefect_test_harness
 
 import flows.retrain_and_eval as retrain
+from flows.retry import is_transient
 from pipelines.mix import load_mix
+from r3fa.errors import UserError
 from r3fa.promotion import read_registry
 
 
@@ -244,3 +246,31 @@ def test_evaluation_images_must_be_held_out(
             retrain.check_held_out(mix, "aflw2000-3d", eval_fold, eval_folds)
     else:
         retrain.check_held_out(mix, "aflw2000-3d", eval_fold, eval_folds)
+
+
+def test_a_missing_shard_set_fails_the_train_flow_at_once_without_retries(tmp_path: Path) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.train import train_flow
+
+    state = train_flow(
+        "configs/train/test.yaml", str(tmp_path / "no-shards"), str(tmp_path / "run"), progress=False,
+        return_state=True,
+    )  # fmt: skip
+    assert state.is_failed()
+    with pytest.raises(UserError, match="not a shard set"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        wanted = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        (fit_run,) = client.read_task_runs(flow_run_filter=wanted)
+    assert fit_run.name.startswith("fit") and fit_run.run_count == 1 and fit_run.state.is_failed()
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [(UserError("x"), False), (FileNotFoundError("m"), False), (ValueError("v"), False), (KeyError("k"), False),
+     (OSError(28, "No space left on device"), True), (RuntimeError("DataLoader worker killed"), True),
+     (ConnectionError("reset"), True), (None, True)],
+)  # fmt: skip
+def test_only_failures_that_can_go_differently_are_retried(error: BaseException | None, transient: bool) -> None:
+    assert is_transient(error) is transient

@@ -2,8 +2,9 @@
 
 - a run killed with SIGKILL in the middle of an epoch and started again ends with the weights, and the metrics,
   of a run never stopped;
-- a two-process DDP run (torchrun, gloo on CPU) splits every epoch between its ranks and validates on all of
-  the held-out split;
+- a two-process DDP run (torchrun, gloo on CPU) splits every epoch between its ranks, validates on all of
+  the held-out split, and normalises every BatchNorm layer over the global batch (its checkpoint records the
+  synchronised layers; a one-process run records none);
 - the final checkpoint is a model payload that `load_predictor` reads and that carries the dataset's whitening.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from r3fa import models
 from r3fa.checkpoint import load_checkpoint
 from r3fa.config import load_config
 from r3fa.paths import PROJECT_ROOT
@@ -108,6 +110,12 @@ def test_two_process_ddp_splits_each_epoch_and_validates_on_everything(shard_dir
     assert [int(r["global_step"]) for r in rows] == [steps * (e + 1) for e in range(cfg.epochs)]
     assert all(int(r["val_samples"]) == counts["val"] for r in rows)
     assert all(np.isfinite(float(r["val_nme"])) for r in rows)
+    model = models.create(cfg.model.name, **cfg.model.kwargs)
+    batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert batchnorms > 0
+    assert load_checkpoint(out / "model.pth")["meta"]["ddp"] == {
+        "world_size": 2, "loader_kind": "torch", "sync_batchnorm_layers": batchnorms,
+    }  # fmt: skip
 
 
 def test_the_final_checkpoint_is_a_predictor_with_the_datasets_whitening(shard_dir: Path, reference: Path) -> None:
@@ -117,6 +125,7 @@ def test_the_final_checkpoint_is_a_predictor_with_the_datasets_whitening(shard_d
     whitening = json.loads((shard_dir / "manifest.json").read_text())["whitening"]
     assert payload["whitening"] == whitening
     assert payload["crop_convention"] == "3ddfa_v1" and "train_state" not in payload
+    assert payload["meta"]["ddp"]["world_size"] == 1 and payload["meta"]["ddp"]["sync_batchnorm_layers"] == 0
     predictor = load_predictor(reference / "model.pth")
     crops = np.zeros((2, 120, 120, 3), np.uint8)
     assert predictor.landmarks_in_image(crops, np.array([[0, 0, 120, 120]] * 2, float)).shape == (2, 3, 68)
