@@ -48,7 +48,7 @@ class Gate:
 
     Attributes:
         baseline_margin: percentage points of mean NME by which a candidate must beat the mean-parameter
-            baseline (0: any improvement).
+            baseline (0: any improvement; negative: a tolerance, for smoke tests of models trained for seconds).
         max_mean_nme: a candidate's mean NME must also be below this (percent); None: no fixed cap.
     """
 
@@ -170,7 +170,7 @@ def judge(candidate: Candidate, promoted: dict | None, gate: Gate = Gate()) -> t
     if not score < bar:
         return False, (
             f"mean NME {score:.3f} % does not beat the mean-parameter baseline {baseline:.3f} %"
-            + (f" by {gate.baseline_margin:.3f} points" if gate.baseline_margin else "")
+            + (f" (bar {bar:.3f} %, margin {gate.baseline_margin:g} points)" if gate.baseline_margin else "")
         )
     if gate.max_mean_nme is not None and not score < gate.max_mean_nme:
         return False, f"mean NME {score:.3f} % is not below the bar of {gate.max_mean_nme:.3f} %"
