@@ -21,7 +21,7 @@ OUT/.standin/standin.json                                         what was asked
   (`pts_2d` (68, 2) and `pts_3d` (68, 3), both from `pt3d_68`) and the flips are small files written once per
   AFLW2000-3D image into `.standin/` and linked to (relative links; the tree can be moved).
 - **Flips hold what 300W-LP's flips hold**: the mirror image and its label. A link to the un-flipped files
-  would be a wrong label, so each flipped face gets a real mirrored JPEG (`cv2.flip`, quality 95) and a
+  would be a wrong label, so each source image with flips gets, once, a mirrored JPEG (`cv2.flip`, q95) and a
   300W-LP-format `.mat` (`mirror_annotations`): pose mirrored, the 40 + 10 coefficients refitted to the
   mirrored shape (`r3fa.landmark_symmetry.mirror_coefficients`, as the builder's mirroring augmentation
   does; the other 159 + 19 are 0), a 68-point `pt2d` (the mirrored `pt3d_68[:2]` with the iBUG symmetry
