@@ -7,7 +7,9 @@ own folder:
     nme.json                 the protocol's numbers (schemas/nme.schema.json) and the provenance
     errors.parquet           one row per image: name, row, yaw, bin, nme (fraction)
     ced.png                  the cumulative error distribution, AUC at 7 % in the legend
-    overlay_best_worst.png   the best and the worst images, predicted (green) and ground-truth (red) points
+    ced_bins.png             the same per |yaw| bin (0-30, 30-60, 60-90 degrees), one panel each
+    overlay_best_worst.png   the best and the worst images, predicted (green) and ground-truth (red) points,
+                             each captioned with its NME and yaw
     table.md                 the run beside the paper's and the published peer rows (`r3fa.report`)
 
 `write_comparison` puts several runs into one table and one CED plot (ours vs the baselines).
@@ -44,7 +46,7 @@ from r3fa.metrics import BIN_NAMES, BinSummary, auc, nme, summarise, yaw_bin
 from r3fa.morphable import MorphableModel, load_model
 from r3fa.params import Whitening
 from r3fa.provenance import code_version, file_sha256
-from r3fa.report import markdown_table, plot_ced
+from r3fa.report import markdown_table, plot_ced, plot_ced_bins
 
 NME_SCHEMA = "r3fa-nme-v1"
 OVERLAY_COUNT = 8  # best and worst images each on the overlay sheet
@@ -108,7 +110,7 @@ class EvalResult:
         report: the `nme.json` document.
         nme: `(B,)` per-image NME (fractions), rows as in the benchmark.
         landmarks: `(B, 3, 68)` predicted image-frame landmarks.
-        paths: written files by kind (`nme_json`, `errors`, `ced`, `overlay`, `table`).
+        paths: written files by kind (`nme_json`, `errors`, `ced`, `ced_bins`, `overlay`, `table`).
     """
 
     report: dict
@@ -174,12 +176,14 @@ def evaluate(
         "nme_json": out_dir / "nme.json",
         "errors": out_dir / "errors.parquet",
         "ced": out_dir / "ced.png",
+        "ced_bins": out_dir / "ced_bins.png",
         "overlay": out_dir / "overlay_best_worst.png",
         "table": out_dir / "table.md",
     }
     paths["nme_json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_errors(benchmark, errors, paths["errors"])
     plot_ced([(model_name, errors)], paths["ced"])
+    plot_ced_bins([(model_name, errors, benchmark.yaw)], paths["ced_bins"])
     write_overlay(benchmark, landmarks, errors, paths["overlay"])
     paths["table"].write_text(markdown_table([report]))
     return EvalResult(report=report, nme=errors, landmarks=landmarks, paths=paths)
@@ -236,7 +240,7 @@ def write_overlay(
     benchmark: Benchmark, landmarks: np.ndarray, errors: np.ndarray, path: str | Path, count: int = OVERLAY_COUNT
 ) -> Path:
     """A contact sheet of the `count` best and `count` worst images (first row best), predicted points in
-    green, ground truth in red (visible points only), each captioned with its NME."""
+    green, ground truth in red (visible points only), each captioned with its NME and yaw."""
     order = np.argsort(np.where(np.isfinite(errors), errors, np.inf), kind="stable")
     finite = int(np.isfinite(errors).sum())
     count = max(1, min(count, finite // 2))
@@ -251,7 +255,7 @@ def write_overlay(
         pred = image_to_crop(benchmark.benchmark_points(landmarks[i : i + 1])[0], roi)
         tile = draw_landmarks(crop, gt, color=GT_COLOUR, scale=OVERLAY_SCALE)
         tiles.append(draw_landmarks(tile, pred * OVERLAY_SCALE, color=PRED_COLOUR))
-        captions.append(f"{Path(benchmark.names[i]).stem} {errors[i] * 100:.2f}%")
+        captions.append(f"{Path(benchmark.names[i]).stem} {errors[i] * 100:.1f}% yaw {benchmark.yaw[i]:+.0f}")
     sheet = contact_sheet(tiles, ncols=count, captions=captions)
     cv2.imwrite(str(path), np.vstack([_legend(sheet.shape[1]), sheet]))
     return Path(path)
@@ -263,7 +267,7 @@ def _legend(width: int) -> np.ndarray:
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(strip, "predicted", (8, 20), font, 0.6, PRED_COLOUR, 1, cv2.LINE_AA)
     cv2.putText(strip, "ground truth", (110, 20), font, 0.6, GT_COLOUR, 1, cv2.LINE_AA)
-    cv2.putText(strip, "top row: best images, bottom row: worst (per-image NME)", (250, 20), font, 0.6,
+    cv2.putText(strip, "top row: best images, bottom row: worst (image, NME, yaw in degrees)", (250, 20), font, 0.6,
                 (255, 255, 255), 1, cv2.LINE_AA)
     return strip
 

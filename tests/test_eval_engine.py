@@ -58,7 +58,7 @@ def test_ground_truth_through_the_engine_scores_zero(small: Benchmark, tmp_path:
     assert report["counts"]["total"] == 50 and min(report["counts"][k] for k in ("0-30", "30-60", "60-90")) > 0
     assert report["auc_7"] == 1.0 and report["model"]["checkpoint_sha256"] is None
     assert report["evaluated_on"] == "50 selected rows"
-    for kind in ("ced", "overlay", "table"):
+    for kind in ("ced", "ced_bins", "overlay", "table"):
         assert result.paths[kind].stat().st_size > 0
     # the Parquet read back by an independent reader
     rows = duckdb.sql(f"select name, row, yaw, bin, nme from '{tmp_path / 'errors.parquet'}' order by row").fetchall()
