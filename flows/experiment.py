@@ -1,14 +1,15 @@
 """Prefect flow `experiment`: a grid of variants x seeds, built, trained, selected on val, evaluated, compared.
 
 Thin over `r3fa.experiments`: for each distinct mix of the grid it builds (or reuses) one shard set, in a folder
-named by the mix's hash (`build-dataset` subflow, which itself resumes); each (variant, seed) is one task that
+named by the mix's hash (`build-dataset` subflow, which itself resumes; skipped when the folder already holds the
+complete shard set of the same mix and inputs); each (variant, seed) is one task that
 trains for the experiment's step budget, chooses its checkpoint on the validation split and evaluates it on the
 held-out fold (`r3fa.experiments.runs.run_one`, which skips a finished run); the report
 (`r3fa.experiments.comparison`) is written as files and published as artifacts (`experiment-<name>-table`,
 `experiment-<name>-report`).
 
 Layout of `out_dir`: `mixes/<key>.yaml`, `shards/<key>/`, `runs/<variant>/seed-<s>/{train,eval,done.json}`,
-`report.json`, `report.md`, `ced.png`, `config.resolved.yaml`.
+`report.json`, `report.md`, `ced.png`, `ced_bins.png`, `config.resolved.yaml`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 import yaml
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
 from flows.build_dataset import build_dataset_flow
-from flows.retrain_and_eval import check_held_out
+from flows.figures import publish_figures
+from flows.retrain_and_eval import check_held_out, is_current, shard_set_key
 from pipelines.mix import MixConfig
 from r3fa.atomic import write_text_atomic
 from r3fa.config import describe_validation_error, write_resolved
@@ -33,7 +35,7 @@ from r3fa.experiments.config import ExperimentConfig, in_project, load_experimen
 from r3fa.experiments.runs import EvalTarget, run_one
 
 
-def _mix_file(cfg: ExperimentConfig, raw: dict, out: Path, variant: str) -> tuple[str, Path]:
+def _mix_file(cfg: ExperimentConfig, raw: dict, out: Path, variant: str) -> tuple[str, Path, MixConfig]:
     """Validate a variant's mix, check it is disjoint from the evaluation fold, write it as YAML."""
     try:
         mix = MixConfig.model_validate(raw)
@@ -46,7 +48,7 @@ def _mix_file(cfg: ExperimentConfig, raw: dict, out: Path, variant: str) -> tupl
     key = mix_key(raw)
     path = out / "mixes" / f"{key}.yaml"
     write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
-    return key, path
+    return key, path, mix
 
 
 @task(name="experiment-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -69,7 +71,9 @@ def _table(report: dict) -> list[dict[str, str]]:
             i = entry["nme"][c]
             row[f"{c} (%)"] = f"{i['mean']:.3f}" + ("" if i["low"] is None else f" [{i['low']:.3f}, {i['high']:.3f}]")
             diff = entry.get("vs_reference", {}).get(c)
-            row[f"{c} vs ref"] = "-" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+            row[f"{c} vs ref"] = "-" if diff is None else (
+                f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] {diff['verdict']}"
+            )
         rows.append(row)
     return rows
 
@@ -87,7 +91,7 @@ def experiment_flow(config: str, out_dir: str | None = None) -> dict[str, Any]:
         out_dir: replaces the config's `out_dir` (relative paths from the project root).
 
     Returns:
-        {"report": the report.json document, "paths": {"json", "markdown", "ced"} as strings,
+        {"report": the report.json document, "paths": {"json", "markdown", "ced", "ced_bins"} as strings,
         "out_dir": the experiment folder}.
     """
     cfg = load_experiment(in_project(Path(config)), out_dir)
@@ -95,8 +99,9 @@ def experiment_flow(config: str, out_dir: str | None = None) -> dict[str, Any]:
     write_resolved(cfg, out)
     shard_dirs: dict[str, Path] = {}
     for variant in cfg.variants:
-        key, mix_path = _mix_file(cfg, variant_mix(cfg, variant), out, variant.name)
-        if out / "shards" / key not in shard_dirs.values():
+        key, mix_path, mix = _mix_file(cfg, variant_mix(cfg, variant), out, variant.name)
+        done = out / "shards" / key in shard_dirs.values() or is_current(out / "shards" / key, mix, shard_set_key(mix)[1])
+        if not done:  # a complete shard set of the same mix and inputs is reused without starting a build
             build_dataset_flow(str(mix_path), str(out / "shards" / key), workers=cfg.build_workers)
         shard_dirs[variant.name] = out / "shards" / key
     runs: dict[str, list[dict]] = {variant.name: [] for variant in cfg.variants}
@@ -109,10 +114,11 @@ def experiment_flow(config: str, out_dir: str | None = None) -> dict[str, Any]:
         table=_table(report),
         description=f"experiment {cfg.name}: NME (%) per variant and |yaw| bin with 95 % intervals",
     )
-    create_markdown_artifact(
-        key=_artifact_key(cfg.name, "report"),
-        markdown=f"{paths['markdown'].read_text()}\n![CED of every variant]({paths['ced'].as_uri()})\n\n- CED figure: `{paths['ced']}`\n"
-        f"- report: `{paths['json']}`\n",
-        description=f"experiment {cfg.name}: comparison report",
+    publish_figures(
+        _artifact_key(cfg.name, "report"),
+        f"Experiment {cfg.name}",
+        {"CED of every variant, all images": paths["ced"], "CED per |yaw| bin": paths["ced_bins"]},
+        description=f"experiment {cfg.name}: comparison report ({paths['json']})",
+        intro=paths["markdown"].read_text().split("\n", 1)[1],
     )
     return {"report": report, "paths": {k: str(v) for k, v in paths.items()}, "out_dir": str(out)}

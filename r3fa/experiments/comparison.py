@@ -4,10 +4,12 @@ Input: the finished runs (`runs.run_one`'s done documents) and each run's `error
 experiment folder:
 
     report.json  per variant: runs, steps, chosen epochs, and per |yaw| bin (and the protocol's mean) the mean
-                 NME over seeds with its 95 % t-interval; per non-reference variant: the paired bootstrap
-                 difference to the reference (percentage points, negative = better) and a verdict
+                 NME over seeds with its 95 % t-interval; per non-reference variant: the difference to the
+                 reference (percentage points, negative = better) with a paired bootstrap interval over images
+                 and a Welch interval over seeds, and a verdict that needs both to exclude 0
     report.md    the same as tables, with how each number was obtained
     ced.png      one CED curve per variant (each image's NME averaged over the variant's seeds)
+    ced_bins.png the same per |yaw| bin, one panel each
 
 A variant's per-image error for the paired bootstrap is the mean over its seeds, so the bootstrap interval is
 the uncertainty from the choice of evaluation images, and the t-interval the one from training seeds.
@@ -23,36 +25,43 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from r3fa.atomic import write_text_atomic
-from r3fa.experiments.stats import CONFIDENCE, Interval, paired_bootstrap, t_interval
+from r3fa.experiments.stats import CONFIDENCE, Interval, paired_bootstrap, t_interval, welch_interval
 from r3fa.metrics import BIN_NAMES
-from r3fa.report import plot_ced
+from r3fa.report import plot_ced, plot_ced_bins
 
 COLUMNS: tuple[str, ...] = (*BIN_NAMES, "mean")
 REPORT_SCHEMA = "r3fa-experiment-report-v1"
 
 
-def read_errors(eval_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(benchmark rows, bin names, per-image NME) of one evaluation's `errors.parquet`."""
-    table = pq.read_table(Path(eval_dir) / "errors.parquet", columns=["row", "bin", "nme"]).to_pydict()
-    return np.asarray(table["row"]), np.asarray(table["bin"]), np.asarray(table["nme"], np.float64)
+def read_errors(eval_dir: str | Path) -> dict[str, np.ndarray]:
+    """`row` (in the benchmark), `yaw` (degrees), `bin` (index into `BIN_NAMES`) and `nme` (fraction) of every
+    image of one evaluation's `errors.parquet`."""
+    table = pq.read_table(Path(eval_dir) / "errors.parquet", columns=["row", "yaw", "bin", "nme"]).to_pydict()
+    return {
+        "row": np.asarray(table["row"]),
+        "yaw": np.asarray(table["yaw"], np.float64),
+        "bin": np.array([BIN_NAMES.index(b) for b in table["bin"]]),
+        "nme": np.asarray(table["nme"], np.float64),
+    }
 
 
-def _seed_mean_errors(runs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, bin indices and per-image NME averaged over the runs (which must cover the same images)."""
-    rows, bins, errors = read_errors(runs[0]["eval_dir"])
-    stacked = [errors]
+def _seed_mean_errors(runs: Sequence[dict]) -> dict[str, np.ndarray]:
+    """`read_errors` of the first run with `nme` averaged over all runs (which must cover the same images)."""
+    first = read_errors(runs[0]["eval_dir"])
+    stacked = [first["nme"]]
     for run in runs[1:]:
-        other_rows, _, other = read_errors(run["eval_dir"])
-        if not np.array_equal(rows, other_rows):
+        other = read_errors(run["eval_dir"])
+        if not np.array_equal(first["row"], other["row"]):
             raise ValueError(f"{run['eval_dir']}: evaluated on other images than {runs[0]['eval_dir']}")
-        stacked.append(other)
-    return rows, np.array([BIN_NAMES.index(b) for b in bins]), np.mean(stacked, axis=0)
+        stacked.append(other["nme"])
+    return {**first, "nme": np.mean(stacked, axis=0)}
 
 
-def _verdict(diff: Interval) -> str:
-    if not diff.excludes_zero():
-        return "no clear difference"
-    return "lower NME" if diff.mean < 0 else "higher NME"
+def _verdict(images: Interval, seeds: Interval) -> str:
+    """"lower NME" / "higher NME" only when both intervals (images, seeds) exclude 0 on the same side."""
+    if images.excludes_zero() and seeds.excludes_zero() and (images.mean < 0) == (seeds.mean < 0):
+        return "lower NME" if images.mean < 0 else "higher NME"
+    return "no clear difference"
 
 
 def build_report(
@@ -71,31 +80,34 @@ def build_report(
         ValueError: variants evaluated on different images, or non-finite errors.
     """
     errors = {variant: _seed_mean_errors(done) for variant, done in runs.items()}
-    ref_rows, ref_bins, ref_errors = errors[reference]
+    ref = errors[reference]
+    per_seed = {variant: {c: [d["bins"][c] for d in done] for c in COLUMNS} for variant, done in runs.items()}
     variants = {}
     for variant, done in runs.items():
-        per_run = [[d["bins"][c] for c in COLUMNS] for d in done]
         entry = {
             "seeds": [d["seed"] for d in done],
             "steps": [d["steps"] for d in done],
             "selected_epochs": [d["selected_epoch"] for d in done],
             "val_nme": [d["val_nme"] for d in done],
-            "per_seed": {c: [row[i] for row in per_run] for i, c in enumerate(COLUMNS)},
-            "nme": {c: t_interval(np.array([row[i] for row in per_run])).to_dict() for i, c in enumerate(COLUMNS)},
+            "per_seed": per_seed[variant],
+            "nme": {c: t_interval(np.array(per_seed[variant][c])).to_dict() for c in COLUMNS},
         }
         if variant != reference:
-            rows, _, other = errors[variant]
-            if not np.array_equal(rows, ref_rows):
+            if not np.array_equal(errors[variant]["row"], ref["row"]):
                 raise ValueError(f"variant {variant!r} was evaluated on other images than {reference!r}")
-            diffs = paired_bootstrap(ref_errors, other, ref_bins, bootstrap_samples, bootstrap_seed)
-            entry["vs_reference"] = {c: {**diffs[c].to_dict(), "verdict": _verdict(diffs[c])} for c in COLUMNS}
+            diffs = paired_bootstrap(ref["nme"], errors[variant]["nme"], ref["bin"], bootstrap_samples, bootstrap_seed)
+            seeds = {c: welch_interval(np.array(per_seed[reference][c]), np.array(per_seed[variant][c])) for c in COLUMNS}
+            entry["vs_reference"] = {
+                c: {**diffs[c].to_dict(), "over_seeds": seeds[c].to_dict(), "verdict": _verdict(diffs[c], seeds[c])}
+                for c in COLUMNS
+            }
         variants[variant] = entry
     return {
         "schema": REPORT_SCHEMA,
         "experiment": name,
         "reference": reference,
         "confidence": CONFIDENCE,
-        "images": {"total": int(ref_rows.size), **{b: int(np.sum(ref_bins == i)) for i, b in enumerate(BIN_NAMES)}},
+        "images": {"total": int(ref["row"].size), **{b: int(np.sum(ref["bin"] == i)) for i, b in enumerate(BIN_NAMES)}},
         "bootstrap": {"samples": bootstrap_samples, "seed": bootstrap_seed, "stratified_by": "yaw bin"},
         "variants": variants,
     }
@@ -130,16 +142,20 @@ def markdown_report(report: dict) -> str:
     boot = report["bootstrap"]
     lines += [
         "",
-        f"Difference to `{report['reference']}` (percentage points, negative = lower NME) "
+        f"Difference to `{report['reference']}` (percentage points, negative = lower NME), first line "
         f"[{pct} paired bootstrap over the evaluation images, {boot['samples']} resamples stratified by yaw bin, "
-        f"seed {boot['seed']}; each image's NME averaged over the variant's seeds]:",
+        f"seed {boot['seed']}; each image's NME averaged over the variant's seeds], second line [{pct} Welch "
+        "interval over seeds]; the verdict says lower/higher only when both intervals exclude 0:",
         "",
         "| variant | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
     for variant, entry in report["variants"].items():
         if "vs_reference" in entry:
-            cells = [f"{_cell(entry['vs_reference'][c], signed=True)} {entry['vs_reference'][c]['verdict']}" for c in COLUMNS]
+            cells = [
+                f"{_cell(d, signed=True)}<br>{_cell(d['over_seeds'], signed=True)}<br>**{d['verdict']}**"
+                for d in (entry["vs_reference"][c] for c in COLUMNS)
+            ]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -153,13 +169,16 @@ def write_report(
     out_dir: str | Path, name: str, runs: Mapping[str, Sequence[dict]], reference: str,
     bootstrap_samples: int, bootstrap_seed: int,
 ) -> tuple[dict, dict[str, Path]]:  # fmt: skip
-    """Write `report.json`, `report.md` and `ced.png` into `out_dir`; returns the report and the paths by kind."""
+    """Write `report.json`, `report.md`, `ced.png` and `ced_bins.png` into `out_dir`; returns the report and the
+    paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(name, runs, reference, bootstrap_samples, bootstrap_seed)
-    paths = {"json": out / "report.json", "markdown": out / "report.md", "ced": out / "ced.png"}
+    paths = {k: out / f for k, f in (("json", "report.json"), ("markdown", "report.md"), ("ced", "ced.png"),
+                                     ("ced_bins", "ced_bins.png"))}  # fmt: skip
     write_text_atomic(paths["json"], json.dumps(report, indent=2) + "\n")
     write_text_atomic(paths["markdown"], markdown_report(report))
-    curves = [(variant, _seed_mean_errors(done)[2]) for variant, done in runs.items()]
-    plot_ced(curves, paths["ced"])
+    errors = {variant: _seed_mean_errors(done) for variant, done in runs.items()}
+    plot_ced([(variant, e["nme"]) for variant, e in errors.items()], paths["ced"])
+    plot_ced_bins([(variant, e["nme"], e["yaw"]) for variant, e in errors.items()], paths["ced_bins"])
     return report, paths

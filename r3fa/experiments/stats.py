@@ -2,7 +2,8 @@
 
 Two sources of uncertainty, two estimators:
 - **seeds** (`t_interval`): the runs of one variant differ by their training seed; the mean NME of a bin over
-  seeds gets a Student-t 95 % interval (n - 1 degrees of freedom; none for a single seed).
+  seeds gets a Student-t 95 % interval (n - 1 degrees of freedom; none for a single seed), and the difference
+  of two variants' means a Welch interval (`welch_interval`).
 - **images** (`paired_bootstrap`): two variants are evaluated on the same images, so their per-image errors are
   paired; resampling the images (with replacement, within each |yaw| bin so that every resample keeps the
   protocol's bin sizes) gives a percentile interval of the difference of the protocol's numbers. The generator
@@ -53,6 +54,24 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
         return Interval(mean, None, None, int(x.size))
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return Interval(mean, mean - half, mean + half, int(x.size))
+
+
+def welch_interval(reference: np.ndarray, other: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
+    """Difference of means `other - reference` over seeds, with Welch's t-interval (unpaired, unequal variances).
+
+    The runs of two variants share seeds by number only (they train on different data), so they are not paired.
+    Bounds are None when either side has fewer than two values or both have no spread.
+    """
+    a, b = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+    diff = float(b.mean() - a.mean())
+    if a.size < 2 or b.size < 2:
+        return Interval(diff, None, None, int(min(a.size, b.size)))
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return Interval(diff, diff, diff, int(min(a.size, b.size)))
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * np.sqrt(va + vb))
+    return Interval(diff, diff - half, diff + half, int(min(a.size, b.size)))
 
 
 def protocol_numbers(errors: np.ndarray, bins: np.ndarray) -> np.ndarray:
