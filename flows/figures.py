@@ -141,4 +141,6 @@ def publish_shard_sheet(shard_dir: str | Path, n: int = 24, seed: int = 0, key: 
         ok, png = cv2.imencode(".png", contact_sheet(images, ncols=8, captions=[k[-20:] for k, _, _ in samples]))
         figures[f"{len(samples)} random samples, stored landmarks drawn"] = png.tobytes() if ok else b""
     intro = f"`r3fa shards inspect {shard_dir} --sheet sheet.png` writes a larger sheet as a file.\n"
-    return publish_figures(key, f"Shard set {shard_dir}", figures, intro=intro if samples else "The set has no samples.\n")
+    if not samples:
+        intro = "The set has no samples.\n"
+    return publish_figures(key, f"Shard set {shard_dir}", figures, intro=intro)

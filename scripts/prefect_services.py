@@ -99,6 +99,10 @@ def _create_pool(pool: str, env: dict[str, str]) -> None:
     )  # fmt: skip
 
 
+def _server_cmd(port: int) -> list[str]:
+    return _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
+
+
 def _worker_cmd(pool: str, limit: int) -> list[str]:
     return _prefect("worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit))
 
@@ -112,22 +116,25 @@ def start(home: Path, port: int, pool: str = POOL, limit: int = 1) -> dict[str, 
         port: the server's port on 127.0.0.1.
         pool: the process work pool the deployments use.
         limit: flow runs the worker runs at once.
+
+    Raises:
+        RuntimeError: the server this call started exited (e.g. another program holds the port).
     """
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **prefect_env(home, port)}
     pids = {}
     try:
         if not running(home, "server"):
-            server = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
-            pids["server"] = _spawn(home, "server", server, env)
+            pids["server"] = _spawn(home, "server", _server_cmd(port), env)
         wait_healthy(port)
+        if "server" in pids and not _alive(pids["server"]):
+            raise RuntimeError(f"the server exited (port {port} taken by another program?): see {home / 'server.log'}")
         if not running(home, "worker"):
             _create_pool(pool, env)
             pids["worker"] = _spawn(home, "worker", _worker_cmd(pool, limit), env)
     except BaseException:
         for name, pid in pids.items():  # only what this call started
-            _signal_until_gone(pid, (signal.SIGTERM, signal.SIGTERM) if name == "worker" else (signal.SIGTERM,), 10.0)
-            _pid_file(home, name).unlink(missing_ok=True)
+            _stop_one(home, name, pid, grace=10.0)
         raise
     return pids
 
@@ -138,7 +145,7 @@ def foreground(home: Path, port: int, name: str, pool: str = POOL, limit: int = 
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **prefect_env(home, port)}
     if name == "server":
-        cmd = _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port))
+        cmd = _server_cmd(port)
     else:
         _create_pool(pool, env)
         cmd = _worker_cmd(pool, limit)
@@ -169,13 +176,19 @@ def _signal_until_gone(pid: int, signals: tuple[int, ...], grace: float) -> None
         os.killpg(pid, signal.SIGKILL)  # the session it leads: the process and the flow runs it started
 
 
+def _stop_one(home: Path, name: str, pid: int, grace: float) -> None:
+    """Stop the service `name`: the worker with two SIGTERMs, the server with one; then drop its pid file."""
+    _signal_until_gone(pid, (signal.SIGTERM, signal.SIGTERM) if name == "worker" else (signal.SIGTERM,), grace)
+    _pid_file(home, name).unlink(missing_ok=True)
+
+
 def stop(home: Path, grace: float = 10.0) -> list[str]:
-    """Stop the worker (two SIGTERMs) and then the server (one) started under `home`; returns what was stopped."""
+    """Stop the worker and then the server started under `home`; returns what was stopped."""
     stopped = []
     for name in SERVICES:
         pid = running(home, name)
         if pid is not None:
-            _signal_until_gone(pid, (signal.SIGTERM, signal.SIGTERM) if name == "worker" else (signal.SIGTERM,), grace)
+            _stop_one(home, name, pid, grace)
             stopped.append(f"{name} (pid {pid})")
         _pid_file(home, name).unlink(missing_ok=True)
     return stopped

@@ -43,7 +43,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prefect_services(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def prefect_services(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
     """A Prefect server and worker in the background (scripts/prefect_services.py, a free port, PREFECT_HOME
     in a temporary folder), started once for the whole session (each start costs ~20 s) and stopped by pid at its
     end; yields the environment of a client that talks to them (`prefect_services.py env`, the project's

@@ -3,9 +3,10 @@
 What `make deploy ALERT_WEBHOOK=...` sets up, checked the way a team would notice it: a local HTTP receiver on
 127.0.0.1 stands for the team's webhook, `ensure_retrain_alert` saves the webhook block and creates the
 automation, and two real `retrain-and-eval` runs (in this process, reporting to the server) end badly: one
-fails (its mix config does not exist), one judges its candidate and rejects it (configs/deploy/tiny-*.yaml
-on a fifth of the tiny mix's images, 100, with a cap on the mean NME that no candidate meets). The server must POST one notification
-per run, naming the run and its final state; the wait for them is bounded (polled, up to 90 s).
+fails (its mix config does not exist), one judges its candidate and rejects it (configs/deploy/tiny-*.yaml on
+a fifth of the tiny mix's images, 100, with a cap on the mean NME that no candidate meets). The server must
+POST one notification per run, naming the run and its final state; the wait for them is bounded (polled, up
+to 90 s).
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def test_services_get_the_environment_serve_the_ui_and_start_twice(prefect_servi
     pids = {name: int((home / f"{name}.pid").read_text()) for name in ("server", "worker")}
     worker, server = environ(pids["worker"]), environ(pids["server"])
     # glibc parses GLIBC_TUNABLES in place at start-up: /proc shows the value cut after the first tunable
-    assert worker["GLIBC_TUNABLES"] == GLIBC_TUNABLES.split(":")[0] and worker["R3FA_DATA"] == str(data_root().resolve())
+    assert worker["GLIBC_TUNABLES"] == GLIBC_TUNABLES.split(":")[0]
+    assert worker["R3FA_DATA"] == str(data_root().resolve())
     assert worker["PREFECT_API_URL"] == api and worker["PREFECT_HOME"] == str(home)
     assert server["PREFECT_UI_ENABLED"] == "true"
 
