@@ -46,8 +46,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build the demo shard set, train on it, evaluate on the held-out fold; print the NME table."""
         _prefect_environment()
-        from flows.pipeline import pipeline_flow
+        from flows.pipeline import PipelineConfig, pipeline_flow
+        from r3fa.config import load_config
 
+        load_config(config, PipelineConfig)  # a bad config is one line here, not a failed flow run's traceback
         result = pipeline_flow(str(config))
         console = Console()
         if not console.is_terminal:  # a log file: do not fold the table to 80 columns

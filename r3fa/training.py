@@ -462,12 +462,13 @@ class _Run:
         ts = payload.get("train_state") if isinstance(payload, dict) else None
         if not isinstance(ts, dict):
             raise UserError(f"{path}: not a training checkpoint (no train_state); {fresh}")
-        found = payload["meta"].get("manifest_hash")
+        meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+        found = meta.get("manifest_hash")
         if found != self.info.manifest_hash:
             raise UserError(
                 f"{path} was trained on dataset {found}, not on this shard set ({self.info.manifest_hash}); {fresh}"
             )
-        if payload["meta"].get("config") != self.cfg.model_dump(mode="json"):
+        if meta.get("config") != self.cfg.model_dump(mode="json"):
             raise UserError(f"{path} was written by a run with another config; {fresh}")
         mismatch = sample_order_mismatch(ts, self.ddp)
         if mismatch is not None:
