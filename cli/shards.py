@@ -54,11 +54,12 @@ def build(
     out: Path = typer.Option(..., "--out", help="shard-set folder (created; an existing build is resumed)"),
     workers: int = typer.Option(1, "--workers", min=0, help="Dask worker processes (0: no Dask, in-process)"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+    keep_parts: bool = typer.Option(False, "--keep-parts", help="keep the phase-1 record files (parts/*.bin)"),
     format: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="summary on stdout as a table, or as JSON (no progress bar)"
     ),
 ) -> None:
-    """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejected.parquet and manifest.json.
+    """Build (or resume) a shard set; writes config.resolved.yaml, shards, rejections/rejected.parquet, manifest.json.
 
     A config or folder mistake (missing or invalid config, a source root without pairs, --out a file or held
     by another build, too many inputs rejected) is a `UserError`: one line (one per source for the rejection
@@ -69,7 +70,7 @@ def build(
 
     mix = load_mix(config)
     if format is OutputFormat.json:
-        summary = build_shards(mix, out, workers=workers, scheduler=scheduler)
+        summary = build_shards(mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts)
         typer.echo(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
         return
     columns = [TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
@@ -77,7 +78,7 @@ def build(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("build", total=None)
         summary = build_shards(
-            mix, out, workers=workers, scheduler=scheduler,
+            mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
     counts = summary.counts
@@ -91,7 +92,7 @@ def build(
     console.print(table)
     inputs = ", ".join(f"{k} {v['accepted']}/{v['inputs']}" for k, v in summary.inputs.items())
     console.print(f"inputs accepted: {inputs}; synthetic {counts['synthetic']}; planned {summary.planned}; "
-                  f"rejected {summary.rejected} (rejected.parquet)")  # fmt: skip
+                  f"rejected {summary.rejected} (rejections/rejected.parquet); surplus {summary.surplus}")  # fmt: skip
 
 
 @app.command(

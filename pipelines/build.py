@@ -1,15 +1,24 @@
-"""Build a shard set from a mix config: plan, build the missing shards, merge rejections, write the manifest.
+"""Build a shard set from a mix config in two phases: make each source's records once, then write the shards.
 
-`build_shards` is what the CLI (`r3fa shards build`) and the Prefect flow call. Re-running it on the same
-folder resumes: shards whose `.done` marker matches the plan are skipped, this builder's temporaries of a
-killed run are removed and unfinished shards are rebuilt from scratch, so the result is byte-identical to an
-uninterrupted build with the same config.
+1. Plan (`pipelines.plan`): every candidate sample, grouped by source item, in parts of `sources_per_part` items.
+2. Phase 1 (`pipelines.parts`, Dask tasks): per item, one decode and one label, then all its candidates
+   (augmentation copies and face-profiling views), encoded (JPEG, labels, JSON, Parquet row) into the part's
+   record file, or rejected.
+3. The cut (`pipelines.cut`): per stage the first `target` accepted candidates in the plan's fixed order;
+   a shortfall beyond `target_tolerance` fails the build with the rejection reasons.
+4. Phase 2 (`pipelines.shard`, Dask tasks): the delivered samples shuffled with the seed (`assign_shards`),
+   each shard written from encoded records read by offset (tar, .idx, Parquet, .done).
+5. rejections/rejected.parquet, manifest.json; the parts' record files are deleted (`keep_parts` keeps them).
+
+Re-running `build_shards` on the same folder resumes: complete parts and shards (their markers match the plan)
+are skipped, this builder's temporaries of a killed run are removed and unfinished files rebuilt, so the result
+is byte-identical to an uninterrupted build with the same config, whatever the number of workers.
 
 The folder is owned (`pipelines.outdir`): a build holds its lock from start to end, so a second build into
-it fails at once, and only files the builder itself names are ever deleted. Every input ends up as samples
-or as rows of rejected.parquet; when more than `max_reject_fraction` of a source's inputs is rejected the
-build fails with one line per source (`RejectionRateError`) and writes no manifest, so nothing downstream
-trains on a mostly empty set.
+it fails at once, and only files the builder itself names are ever deleted. Every input ends up as samples,
+as rows of rejected.parquet or as surplus; when more than `max_reject_fraction` of a source's inputs is
+rejected the build fails with one line per source (`RejectionRateError`) and writes no manifest, so nothing
+downstream trains on a mostly empty set.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
+from pipelines.cut import Cut, check_shortfall, cut_candidates
 from pipelines.manifest import MANIFEST_FILE, REJECTED_FILE, input_counts, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.outdir import BuildLock, is_own_temporary, owned_pattern
-from pipelines.plan import Plan, ShardSpec, make_plan
+from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part, read_index
+from pipelines.plan import PartSpec, Plan, ShardSpec, assign_shards, make_plan
 from pipelines.runner import run_tasks
-from pipelines.shard import PARTS_DIR, ShardFiles, ShardResult, build_shard, read_done
-from pipelines.tables import read_table, rejection_row, write_table
+from pipelines.shard import ShardFiles, ShardResult, ShardTask, build_shard, read_done
+from pipelines.tables import rejection_row, write_table
 from r3fa.config import write_resolved
 from r3fa.errors import UserError
 
@@ -36,7 +47,8 @@ RESOLVED_CONFIG_FILE = "config.resolved.yaml"
 class RejectionRateError(UserError):
     """More than `max_reject_fraction` of a source's inputs were rejected; the message has one line per source."""
 
-Progress = Callable[[int, int], None]  # (samples finished, samples planned)
+Progress = Callable[[int, int], None]  # (candidates made + samples written, candidates + samples planned)
+SOURCES_PER_PART = 64  # source items per phase-1 task
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,11 @@ class BuildSummary:
         shards: shards in the set.
         built: shards built by this run (the others were complete already).
         samples: samples in the set.
-        planned: samples planned + inputs set aside while discovering the sources.
-        rejected: rows of rejected.parquet (planned samples set aside + those inputs); planned = samples + rejected.
-        counts: the manifest's counts (by split, source, yaw bin).
-        inputs: per source, inputs discovered, accepted and rejected (the manifest's `inputs.by_source`).
+        planned: candidates planned + inputs set aside while discovering the sources.
+        rejected: rows of rejected.parquet (candidates set aside + those inputs).
+        surplus: candidates made but cut by the exact counts; planned = samples + rejected + surplus.
+        counts: the manifest's counts (by split, source, yaw bin, stage).
+        inputs: per source, inputs discovered, accepted, rejected and surplus (the manifest's `inputs.by_source`).
         seconds: wall time of this run.
     """
 
@@ -61,6 +74,7 @@ class BuildSummary:
     samples: int
     planned: int
     rejected: int
+    surplus: int = 0
     counts: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -83,25 +97,55 @@ def build_stamp(config: MixConfig, inputs_sha256: str) -> str:
     return f"{config.model_dump_json()}\n{inputs_sha256}"
 
 
-def remove_stale(out_dir: Path, plan: Plan, stamp: str, name: str) -> list[ShardSpec]:
-    """Delete what an earlier run left that this plan does not keep, and return the shards still to build.
+def _owned(name: str):
+    return owned_pattern(name, (MANIFEST_FILE, Path(REJECTED_FILE).name, RESOLVED_CONFIG_FILE))
 
-    Removed, and nothing else: this builder's temporaries (`pipelines.outdir.is_own_temporary`), the manifest
-    (rewritten at the end), every file of a planned shard without a matching `.done`, and the shard files of
-    this name that the plan no longer has (e.g. a split that shrank).
-    """
-    owned = owned_pattern(name, (MANIFEST_FILE, REJECTED_FILE, RESOLVED_CONFIG_FILE))
-    found = [*out_dir.glob("*"), *(out_dir / PARTS_DIR).glob("*")]
-    for path in found:
+
+def _folder_files(out_dir: Path) -> list[Path]:
+    return [*out_dir.glob("*"), *(out_dir / PARTS_DIR).glob("*"), *(out_dir / REJECTED_FILE).parent.glob("*")]
+
+
+def remove_temporaries(out_dir: Path, name: str) -> None:
+    """Delete this builder's temporaries (`pipelines.outdir.is_own_temporary`), the manifest (rewritten at the
+    end) and a rejected.parquet at the top of the folder (where builds before manifest version 2 wrote it)."""
+    owned = _owned(name)
+    for path in _folder_files(out_dir):
         if is_own_temporary(path, owned):
             path.unlink()
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    planned = {shard.name for shard in plan.shards}
-    for path in found:
-        if owned.fullmatch(path.name) and path.name.split(".", 1)[0] not in planned and path.name.startswith(f"{name}-"):
-            path.unlink(missing_ok=True)
+    (out_dir / Path(REJECTED_FILE).name).unlink(missing_ok=True)
+
+
+def _remove_unplanned(out_dir: Path, name: str, kind: str, planned: set[str]) -> None:
+    """Delete the files of this set's shards (kind "shard") or parts (kind "part") the plan no longer has."""
+    owned = _owned(name)
+    for path in _folder_files(out_dir):
+        stem = path.name.split(".", 1)[0]
+        if owned.fullmatch(path.name) and stem.startswith(f"{name}-") and (kind == "part") == ("-part-" in stem):
+            if stem not in planned:
+                path.unlink(missing_ok=True)
+
+
+def parts_to_make(out_dir: Path, parts: list[PartSpec], stamp: str, name: str) -> list[PartSpec]:
+    """The parts without a matching index; their files, and those of parts no longer planned, are deleted."""
+    _remove_unplanned(out_dir, name, "part", {part.name for part in parts})
     todo = []
-    for shard in plan.shards:
+    for part in parts:
+        files = PartFiles.of(out_dir, part.name)
+        index = read_index(files)
+        if index is not None and index.get("fingerprint") == part.fingerprint(stamp):
+            continue
+        files.index.unlink(missing_ok=True)
+        files.data.unlink(missing_ok=True)
+        todo.append(part)
+    return todo
+
+
+def shards_to_write(out_dir: Path, shards: tuple[ShardSpec, ...], stamp: str, name: str) -> list[ShardSpec]:
+    """The shards without a matching `.done`; their files, and those of shards no longer planned, are deleted."""
+    _remove_unplanned(out_dir, name, "shard", {shard.name for shard in shards})
+    todo = []
+    for shard in shards:
         files = ShardFiles.of(out_dir, shard.name)
         done = read_done(files)
         if done is not None and done.get("fingerprint") == shard.fingerprint(stamp):
@@ -112,12 +156,11 @@ def remove_stale(out_dir: Path, plan: Plan, stamp: str, name: str) -> list[Shard
     return todo
 
 
-def merge_rejections(out_dir: Path, plan: Plan) -> None:
-    """Write rejected.parquet: the inputs set aside while discovering the sources, then the shards' rejection
-    parts in plan order."""
-    parts = [ShardFiles.of(out_dir, shard.name).rejected for shard in plan.shards]
-    rows = [rejection_row(rejection) for rejection in plan.rejected] + read_table(parts, "rejected").to_pylist()
-    write_table(out_dir / REJECTED_FILE, rows, "rejected")
+def write_rejections(out_dir: Path, plan: Plan, cut: Cut | None) -> None:
+    """Write rejections/rejected.parquet: the inputs set aside while discovering the sources, then the
+    candidates' rejections in plan order."""
+    rejections = [*plan.rejected, *(cut.rejections if cut else [])]
+    write_table(out_dir / REJECTED_FILE, [rejection_row(rejection) for rejection in rejections], "rejected")
 
 
 def check_reject_rate(counts: dict[str, dict[str, int]], max_fraction: float) -> None:
@@ -157,6 +200,8 @@ def build_shards(
     workers: int = 1,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    keep_parts: bool = False,
+    sources_per_part: int = SOURCES_PER_PART,
 ) -> BuildSummary:
     """Build (or finish building) the shard set of a mix config.
 
@@ -165,23 +210,29 @@ def build_shards(
         out_dir: the shard-set folder (created).
         workers: Dask worker processes of a local cluster (one thread each); 0 builds in this process.
         scheduler: address of an existing Dask scheduler instead of a local cluster.
-        progress: called with (samples finished, samples planned) at the start and after each shard.
+        progress: called with (work finished, work planned): candidates made, then samples written.
+        keep_parts: keep the phase-1 record files (`DIR/parts/*.bin`) after the build.
+        sources_per_part: source items per phase-1 task (changes the tasks, never the shards' bytes).
 
     Returns:
-        The summary; the folder holds the shards, rejected.parquet, manifest.json and config.resolved.yaml.
+        The summary; the folder holds the shards, rejections/rejected.parquet, manifest.json,
+        config.resolved.yaml and parts/ (the phase-1 indexes).
 
     Raises:
         UserError: a source root that is missing or holds no pair, an output folder that is a file or is
             held by another build.
         RejectionRateError: too many inputs of a source rejected (checked after discovery, and after the build).
+        ShortfallError: a stage delivered fewer samples than its target allows.
     """
     start = time.perf_counter()
     config = config if isinstance(config, MixConfig) else load_mix(config)
+    if sources_per_part < 1:
+        raise UserError("sources_per_part must be at least 1")
     plan = make_plan(config)
     out = Path(out_dir)
     _own_folder(out)
     with BuildLock(out):
-        return _build(config, plan, out, workers, scheduler, progress, start)
+        return _build(config, plan, out, workers, scheduler, progress, keep_parts, sources_per_part, start)
 
 
 def _build(
@@ -191,47 +242,71 @@ def _build(
     workers: int,
     scheduler: str | None,
     progress: Progress | None,
+    keep_parts: bool,
+    sources_per_part: int,
     start: float,
 ) -> BuildSummary:
     """`build_shards` once the folder is held."""
     write_resolved(config, out, RESOLVED_CONFIG_FILE)
     inputs = inputs_hash(plan.items)
     stamp = build_stamp(config, inputs[0])
-    todo = remove_stale(out, plan, stamp, config.name)
+    remove_temporaries(out, config.name)
     try:
         check_reject_rate(input_counts(plan, {item.key for item in plan.items}), config.max_reject_fraction)
     except RejectionRateError:
-        write_table(out / REJECTED_FILE, [rejection_row(rejection) for rejection in plan.rejected], "rejected")
+        write_rejections(out, plan, None)
         raise
-    finished = plan.n_samples - sum(len(s.samples) for s in todo)
+    parts = plan.parts(config.name, sources_per_part)
+    todo_parts = parts_to_make(out, parts, stamp, config.name)
     report = progress or (lambda done, total: None)
-    report(finished, plan.n_samples)
+    total = plan.n_samples * 2  # candidates made, then (at most) as many samples written
+    finished = plan.n_samples - sum(len(p.samples) for p in todo_parts)
+    report(finished, total)
 
-    def on_result(result: ShardResult) -> None:
+    def part_done(result: PartResult) -> None:
         nonlocal finished
-        finished += result.count + result.rejected
-        report(finished, plan.n_samples)
+        finished += result.candidates
+        report(finished, total)
 
-    run_tasks(
-        partial(build_shard, config=config, out_dir=out, stamp=stamp),
-        todo,
-        workers=workers,
-        scheduler=scheduler,
-        on_result=on_result,
-        names=[f"shard-{s.name}" for s in todo],
-    )
-    merge_rejections(out, plan)
-    manifest = make_manifest(config, plan, out, inputs)
+    run = partial(run_tasks, workers=workers, scheduler=scheduler)
+    run(partial(make_part, config=config, out_dir=out, stamp=stamp), todo_parts, on_result=part_done,
+        names=[f"part-{p.name}" for p in todo_parts])  # fmt: skip
+    cut = cut_candidates(plan, parts, out)
+    write_rejections(out, plan, cut)
+    check_shortfall(config, cut)
+    shards = assign_shards(config, cut.delivered)
+    todo = shards_to_write(out, shards, stamp, config.name)
+    needed = {cut.locations[spec.key][0] for shard in todo for spec in shard.samples}
+    missing = [p for p in parts if p.name in needed and not PartFiles.of(out, p.name).data.is_file()]
+    if missing:  # a finished build whose record files were deleted, then a shard lost: make them again
+        run(partial(make_part, config=config, out_dir=out, stamp=stamp), missing, names=[f"part-{p.name}" for p in missing])
+    total = plan.n_samples + len(cut.delivered)
+    finished = plan.n_samples + len(cut.delivered) - sum(len(s.samples) for s in todo)
+    report(finished, total)
+
+    def shard_done(result: ShardResult) -> None:
+        nonlocal finished
+        finished += result.count
+        report(finished, total)
+
+    tasks = [ShardTask(s, tuple(cut.locations[spec.key] for spec in s.samples)) for s in todo]
+    run(partial(build_shard, out_dir=out, stamp=stamp), tasks, on_result=shard_done,
+        names=[f"shard-{s.name}" for s in todo])  # fmt: skip
+    manifest = make_manifest(config, plan, shards, cut, out, inputs)
     check_reject_rate(manifest["inputs"]["by_source"], config.max_reject_fraction)
     write_manifest(manifest, out)
+    if not keep_parts:
+        for part in parts:
+            PartFiles.of(out, part.name).data.unlink(missing_ok=True)
     counts = manifest["counts"]
     return BuildSummary(
         out_dir=out,
-        shards=len(plan.shards),
+        shards=len(shards),
         built=len(todo),
         samples=counts["samples"],
         planned=counts["planned"],
         rejected=counts["rejected"],
+        surplus=counts["surplus"],
         counts=counts,
         inputs=manifest["inputs"]["by_source"],
         seconds=time.perf_counter() - start,

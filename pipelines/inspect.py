@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.shard import IMAGE_EXT, LANDMARKS_EXT
+from pipelines.samples import IMAGE_EXT, LANDMARKS_EXT
 from r3fa.errors import UserError
 from r3fa.io import decode_image
 from r3fa.metrics import BIN_NAMES, yaw_bin

@@ -8,7 +8,9 @@ writes the same manifest as an uninterrupted one. Its JSON schema is `schemas/ma
 more than the build's ingest); a file that cannot be stat'ed (a dangling symlink, a missing or unreadable
 file: ingest rejects it) is hashed as `path missing <error>` instead, so hashing never fails.
 "Every input is a sample or a rejection": `inputs.by_source` counts, per source, the inputs discovered,
-accepted (at least one sample in the set) and rejected (set aside while discovering, or no sample made).
+accepted (at least one sample in the set), rejected (set aside while discovering, or no candidate made) and
+surplus (candidates made, all cut as surplus by the exact counts of `pipelines.cut`). `counts.by_stage` and
+`counts.by_source_stage` give target, planned, delivered, rejected and surplus samples.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import pyarrow.parquet as pq
 
 from r3fa.atomic import write_bytes_atomic
 from pipelines.mix import MixConfig
-from pipelines.plan import Plan
+from pipelines.cut import Cut
+from pipelines.plan import Plan, ShardSpec
 from pipelines.shard import ShardFiles, read_done
 from pipelines.tables import schema_version
 from r3fa.provenance import code_version, file_sha256
@@ -35,9 +38,9 @@ from r3fa.paths import PROJECT_ROOT, data_root
 from r3fa.readers import SourceItem
 from r3fa.records import DATASET_CONVENTION
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"
-REJECTED_FILE = "rejected.parquet"
+REJECTED_FILE = "rejections/rejected.parquet"  # DIR/*.parquet is exactly the sample tables
 MANIFEST_FILE = "manifest.json"
 INPUT_HASH_METHOD = (
     "sha256 of sorted lines 'path size mtime_ns' of every input file (paths relative to the data root; "
@@ -97,46 +100,48 @@ def _yaw_bins(yaw: np.ndarray) -> Counter:
     return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
 
 
-def input_counts(plan: Plan, accepted_items: set[str]) -> dict[str, dict[str, int]]:
-    """Per source: `inputs` discovered, `accepted` (items with at least one sample in the set, by item key)
-    and `rejected` (inputs set aside while discovering, and items none of whose samples was made), so that
-    `inputs == accepted + rejected`."""
-    counts = {source: {"inputs": n, "accepted": 0, "rejected": 0} for source, n in plan.inputs_by_source().items()}
+def input_counts(plan: Plan, accepted_items: set[str], surplus_items: set[str] = frozenset()) -> dict[str, dict[str, int]]:
+    """Per source: `inputs` discovered, `accepted` (items with at least one sample in the set, by item key),
+    `surplus` (items with candidates made but all cut as surplus) and `rejected` (inputs set aside while
+    discovering, and items none of whose candidates was made), so that `inputs == accepted + rejected + surplus`."""
+    counts = {source: {"inputs": n, "accepted": 0, "rejected": 0, "surplus": 0} for source, n in plan.inputs_by_source().items()}
     for rejection in plan.rejected:
         counts[rejection.source]["rejected"] += 1
     for item in plan.items:
-        counts[item.source]["accepted" if item.key in accepted_items else "rejected"] += 1
+        outcome = "accepted" if item.key in accepted_items else "surplus" if item.key in surplus_items else "rejected"
+        counts[item.source][outcome] += 1
     return counts
 
 
-def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tuple[str, int]) -> dict:
-    """The manifest of a complete shard set (every planned shard has its `.done`).
+def make_manifest(
+    config: MixConfig, plan: Plan, shards: Sequence[ShardSpec], cut: Cut, out_dir: str | Path, inputs: tuple[str, int]
+) -> dict:
+    """The manifest of a complete shard set (every shard has its `.done`).
 
     Args:
         config: the mix.
         plan: its plan.
+        shards: the shards the cut's delivered samples were written to.
+        cut: the cut (`pipelines.cut.cut_candidates`).
         out_dir: the shard-set folder.
         inputs: (sha256, number of files) of the inputs (`inputs_hash`).
 
     `counts.rejected` counts every row of rejected.parquet (the inputs set aside while discovering too), and
-    `counts.planned` the planned samples plus those inputs, so that `planned == samples + rejected`.
+    `counts.planned` the planned candidates plus those inputs, so that `planned == samples + rejected + surplus`.
 
     Raises:
         FileNotFoundError: a planned shard is not complete.
     """
     stats = _ParamStats()
     by_split, by_source, by_bin, by_split_bin = Counter(), Counter(), Counter(), Counter()
-    synthetic, rejected = 0, len(plan.rejected)
-    item_of = {spec.key: spec.item.key for shard in plan.shards for spec in shard.samples}
-    accepted_items: set[str] = set()
-    shards = []
-    for shard in plan.shards:
+    synthetic = 0
+    entries = []
+    for shard in shards:
         files = ShardFiles.of(out_dir, shard.name)
         done = read_done(files)
         if done is None:
             raise FileNotFoundError(f"{files.done}: shard {shard.name} is not complete")
         table = pq.read_table(files.parquet, columns=["key", "source", "synthetic", "yaw", "params"])
-        accepted_items.update(item_of[key] for key in table.column("key").to_pylist())
         yaw = table.column("yaw").to_numpy()
         by_split[shard.split] += table.num_rows
         by_source.update(table.column("source").to_pylist())
@@ -144,15 +149,13 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
         by_bin.update(bins)
         by_split_bin.update({f"{shard.split}/{b}": n for b, n in bins.items()})
         synthetic += sum(table.column("synthetic").to_pylist())
-        rejected += done["rejected"]
         if shard.split == "train" and table.num_rows:
             flat = table.column("params").combine_chunks().flatten().to_numpy()
             stats.add(flat.reshape(-1, PARAM_DIM).astype(np.float64))
-        shards.append({
+        entries.append({
             "file": files.tar.name,
             "split": shard.split,
             "count": done["count"],
-            "rejected": done["rejected"],
             "sha256": done["tar_sha256"],
             "idx": files.idx.name,
             "parquet": files.parquet.name,
@@ -173,13 +176,16 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
             "files": n_files,
             "items": len(plan.items),
             "items_by_source": dict(sorted(Counter(item.source for item in plan.items).items())),
-            "by_source": input_counts(plan, accepted_items),
+            "by_source": input_counts(plan, cut.delivered_items, cut.surplus_items),
         },
         "whitening": stats.whitening(f"{config.name}-train").to_dict(),
         "counts": {
             "samples": sum(by_split.values()),
             "planned": plan.n_samples + len(plan.rejected),
-            "rejected": rejected,
+            "rejected": len(cut.rejections) + len(plan.rejected),
+            "surplus": sum(c["surplus"] for c in cut.by_stage.values()),
+            "by_stage": cut.by_stage,
+            "by_source_stage": cut.by_source,
             "synthetic": synthetic,
             "by_split": {split: by_split.get(split, 0) for split in ("train", "val")},
             "by_source": dict(sorted(by_source.items())),
@@ -188,7 +194,7 @@ def make_manifest(config: MixConfig, plan: Plan, out_dir: str | Path, inputs: tu
         },
         "rejected_file": REJECTED_FILE,
         "rejected_sha256": file_sha256(Path(out_dir) / REJECTED_FILE),
-        "shards": shards,
+        "shards": entries,
     }
 
 

@@ -72,6 +72,20 @@ class SourceConfig(BaseModel):
         return self
 
 
+class Targets(BaseModel):
+    """Exact sample counts a mix delivers (`None`: every planned candidate of that stage that is accepted).
+
+    Attributes:
+        real: samples of the augment stage (plain crops and augmented copies of the sources).
+        synthetic: samples of the synthesis stage (face-profiling views); needs a `synthesis:` section.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    real: int | None = Field(None, ge=1)
+    synthetic: int | None = Field(None, ge=0)
+
+
 class MixConfig(BaseModel):
     """A shard set: sources, augmentation, synthesis, split, shard size, rejection threshold, seed.
 
@@ -93,6 +107,14 @@ class MixConfig(BaseModel):
             (decompression bombs); the default is 200 times a 450x450 300W-LP image.
         max_reject_fraction: the build fails, with one line per source, when more than this share of a
             source's inputs is rejected (instead of producing a mostly empty set).
+        targets: exact counts per stage (`Targets`); a stage without a target delivers what it makes.
+            Without `targets.synthetic` the synthesis stage plans `synthesis.count` views and delivers those
+            accepted (the behaviour of configs written before targets existed).
+        reserve_fraction: extra candidates planned per targeted stage (`ceil(target * (1 + fraction))`),
+            to replace rejections; the build keeps the first `target` accepted in a fixed candidate order
+            and counts the rest as surplus.
+        target_tolerance: the build fails (`pipelines.cut.ShortfallError`, with the rejection reasons) when
+            a stage delivers fewer than `(1 - target_tolerance) * target` samples.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -111,6 +133,9 @@ class MixConfig(BaseModel):
     jpeg_quality: int = Field(95, ge=1, le=100)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
     max_reject_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    targets: Targets = Targets()
+    reserve_fraction: float = Field(0.0, ge=0.0, le=10.0)
+    target_tolerance: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_synthesis(self) -> "MixConfig":
@@ -123,6 +148,16 @@ class MixConfig(BaseModel):
         if not copies <= MAX_COPIES_PER_IMAGE:  # also refuses .inf and .nan
             raise ValueError(f"augmentation.copies_per_image must be a number from 1 to {MAX_COPIES_PER_IMAGE}")
         return self
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> "MixConfig":
+        if self.targets.synthetic and self.synthesis is None:
+            raise ValueError("targets.synthetic needs a synthesis: section (the face-profiling stage)")
+        return self
+
+    def stage_targets(self) -> dict[str, int | None]:
+        """The target per stage ("augment", "synthesis"); None where the stage delivers what it makes."""
+        return {"augment": self.targets.real, "synthesis": self.targets.synthetic}
 
     def synthesis_config(self) -> "SynthesisConfig | None":
         """The validated `synthesis:` section (imports the face-profiling stage only when there is one)."""

@@ -6,7 +6,7 @@ build, with the holder's pid and host inside: a second build into the same folde
 kernel drops a dead process's lock), and the next build takes it over.
 
 `owned_pattern` / `is_own_temporary` say which files of the folder belong to the builder of a shard set
-named `name`: its shard files, the set's fixed files, and the temporaries that `r3fa.atomic`
+named `name`: its shard and part files, the set's fixed files, and the temporaries that `r3fa.atomic`
 (`<file>.<8 random characters>.tmp`) and the shard writer (`<tar>.tmp`) make for exactly those files. A
 foreign `notes.tmp` is never touched.
 """
@@ -83,9 +83,11 @@ class BuildLock:
 
 def owned_pattern(name: str, fixed: tuple[str, ...]) -> re.Pattern:
     """File names (not paths) that the builder of shard set `name` writes: the shard files
-    `{name}-{train|val}-NNNNNN.{tar,idx,parquet,done,rejected.parquet}` and the `fixed` names."""
-    shard = rf"{re.escape(name)}-(?:train|val)-\d{{6}}\.(?:tar|idx|parquet|done|rejected\.parquet)"
-    return re.compile("|".join([shard, *map(re.escape, fixed)]))
+    `{name}-{train|val}-NNNNNN.{tar,idx,parquet,done}`, the phase-1 parts `{name}-part-NNNNNN.{bin,json}` and
+    the `fixed` names."""
+    shard = rf"{re.escape(name)}-(?:train|val)-\d{{6}}\.(?:tar|idx|parquet|done)"
+    part = rf"{re.escape(name)}-part-\d{{6}}\.(?:bin|json)"
+    return re.compile("|".join([shard, part, *map(re.escape, fixed)]))
 
 
 def is_own_temporary(path: Path, owned: re.Pattern) -> bool:

@@ -1,23 +1,31 @@
-"""The build plan: every sample of a shard set named before any image is read.
+"""The build plan: every candidate sample of a shard set named before any image is read.
 
 Discover the sources' inputs (`r3fa.readers.discover_*`: each a `SourceItem`, or a `Rejection` of an unpaired
-file or a key collision, which the plan keeps so that the build reports it), expand each into its augmentation copies
-(`r3fa.augment.copies_for`) and the face-profiling jobs (`pipelines.synthesis_stage.synthesis_jobs`), put
-each sample in a split by a hash of its subject, shuffle each split with the seed and cut it into shards of
-a fixed size. The plan is small metadata (keys and file paths); it is the same on every run of the same
-config, which is what lets an interrupted build resume shard by shard.
+file or a key collision, which the plan keeps so that the build reports it), expand each into its candidates:
+augmentation copies (`r3fa.augment.copies_for`, plus reserve copies when the mix targets an exact real count)
+and face-profiling views (`pipelines.synthesis_stage.synthesis_jobs`, spread round robin over the sources whose
+|yaw| can still grow, plus a reserve when the mix targets an exact synthetic count). Each candidate gets its
+split (a hash of its subject) and its rank in a fixed, seeded order per stage: after phase 1 has made every
+candidate, the build keeps the first `target` accepted ones by rank (`pipelines.cut`).
+
+The candidates are grouped by source item (all of an item's candidates are made from one decode) and cut
+into phase-1 parts (`parts`); once the cut is known, `assign_shards` shuffles each split's delivered samples
+with the seed and cuts them into shards of a fixed size. The plan is small metadata (keys and file paths);
+it is the same on every run of the same config, which is what lets an interrupted build resume.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from pipelines.mix import MixConfig, SourceConfig
+from pipelines.mix import MAX_COPIES_PER_IMAGE, MixConfig, SourceConfig
 from r3fa.augment import copies_for
 from r3fa.errors import UserError
 from r3fa.landmarks68 import discover_landmarks68
@@ -37,6 +45,8 @@ class SampleSpec:
         stage: "augment" (copy `copy_index` of the item) or "synthesis" (a profile view).
         copy_index: augmentation copy (0 is the plain crop when the policy includes the original).
         yaw_increment: requested yaw change of a profile view, degrees.
+        split: "train" or "val" (`split_of` its subject).
+        rank: position in its stage's cut order (the cut keeps the first `target` accepted by rank).
     """
 
     key: str
@@ -44,6 +54,29 @@ class SampleSpec:
     stage: Literal["augment", "synthesis"]
     copy_index: int = 0
     yaw_increment: float = 0.0
+    split: str = "train"
+    rank: int = 0
+
+
+def _fingerprint(stamp: str, samples: tuple[SampleSpec, ...]) -> str:
+    digest = hashlib.sha256(stamp.encode())
+    for spec in samples:
+        digest.update(f"\n{spec.key}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One phase-1 task: the candidates of a run of consecutive source items, grouped by item."""
+
+    name: str
+    index: int
+    samples: tuple[SampleSpec, ...]
+
+    def fingerprint(self, stamp: str) -> str:
+        """sha256 of a build stamp (config + inputs hash) and the part's keys: a part counts only for this
+        exact part of this build."""
+        return _fingerprint(stamp, self.samples)
 
 
 @dataclass(frozen=True)
@@ -62,28 +95,43 @@ class ShardSpec:
     def fingerprint(self, stamp: str) -> str:
         """sha256 of a build stamp (config + inputs hash) and the shard's keys: a `.done` marker counts only
         for this exact shard of this build."""
-        digest = hashlib.sha256(stamp.encode())
-        for spec in self.samples:
-            digest.update(f"\n{spec.key}".encode())
-        return digest.hexdigest()
+        return _fingerprint(stamp, self.samples)
 
 
 @dataclass(frozen=True)
 class Plan:
     """The whole build: the source items (for the inputs hash), the inputs set aside while discovering them,
-    and the shards, train first. Every discovered input is in `items` or in `rejected`."""
+    the candidates (grouped by item, in item order) and the target per stage. Every discovered input is in
+    `items` or in `rejected`."""
 
     items: tuple[SourceItem, ...]
-    shards: tuple[ShardSpec, ...]
+    candidates: tuple[SampleSpec, ...]
     rejected: tuple[Rejection, ...] = ()
+    targets: tuple[tuple[str, int | None], ...] = ()
 
     @property
     def n_samples(self) -> int:
-        return sum(len(s.samples) for s in self.shards)
+        """Candidates planned."""
+        return len(self.candidates)
+
+    def target(self, stage: str) -> int | None:
+        """The stage's target count, or None (deliver every accepted candidate)."""
+        return dict(self.targets).get(stage)
 
     def inputs_by_source(self) -> dict[str, int]:
         """Inputs discovered per source name (items and discovery rejections)."""
         return dict(sorted(Counter([*(i.source for i in self.items), *(r.source for r in self.rejected)]).items()))
+
+    def parts(self, name: str, sources_per_part: int) -> list[PartSpec]:
+        """The phase-1 tasks: `sources_per_part` consecutive items each (all their candidates)."""
+        by_item: dict[str, list[SampleSpec]] = {}
+        for spec in self.candidates:
+            by_item.setdefault(spec.item.key, []).append(spec)
+        groups = list(by_item.values())
+        return [
+            PartSpec(f"{name}-part-{index:06d}", index, tuple(s for group in groups[start : start + sources_per_part] for s in group))
+            for index, start in enumerate(range(0, len(groups), sources_per_part))
+        ]
 
 
 def discover_source(source: SourceConfig) -> list[Input]:
@@ -119,21 +167,49 @@ def split_of(subject_id: str, val_fraction: float) -> str:
     return "val" if h / 2.0**64 < val_fraction else "train"
 
 
-def _sample_specs(config: MixConfig, items: list[SourceItem]) -> list[SampleSpec]:
-    specs = [
-        SampleSpec(f"{item.key}_a{copy}", item, "augment", copy_index=copy)
-        for item in items
-        for copy in range(copies_for(item.key, config.augmentation, config.seed))
-    ]
-    synthesis = config.synthesis_config()
-    if synthesis is not None:
-        from pipelines.synthesis_stage import synthesis_jobs
+def _augment_specs(config: MixConfig, items: list[SourceItem]) -> list[SampleSpec]:
+    """Each item's copies (`copies_for`), ranked in a seeded order, then the reserve copies a real target asks
+    for (round robin over the items in a seeded order, copy numbers continuing the item's own)."""
+    copies = [copies_for(item.key, config.augmentation, config.seed) for item in items]
+    primary = [(i, copy) for i, n in enumerate(copies) for copy in range(n)]
+    target = config.stage_targets()["augment"]
+    wanted = len(primary) if target is None else max(len(primary), math.ceil(target * (1 + config.reserve_fraction)))
+    rng = np.random.default_rng([config.seed, 2])
+    ranks = np.empty(len(primary), np.int64)
+    ranks[rng.permutation(len(primary))] = np.arange(len(primary))
+    reserve_order = rng.permutation(len(items))
+    reserve = [(int(reserve_order[j % len(items)]), j // len(items)) for j in range(wanted - len(primary))]
+    reserve = [(i, copies[i] + extra) for i, extra in reserve]
+    if any(copy >= MAX_COPIES_PER_IMAGE for _, copy in reserve):
+        raise UserError(f"targets.real {target} needs more than {MAX_COPIES_PER_IMAGE} copies of an image; "
+                        "lower the target or add sources")  # fmt: skip
+    specs = [(items[i], copy, int(rank)) for (i, copy), rank in zip(primary, ranks)]
+    specs += [(items[i], copy, len(primary) + j) for j, (i, copy) in enumerate(reserve)]
+    split = {item.key: split_of(item.subject_id, config.val_fraction) for item in items}
+    return [SampleSpec(f"{item.key}_a{copy}", item, "augment", copy, 0.0, split[item.key], rank) for item, copy, rank in specs]
 
-        views: dict[int, int] = {}
-        for source_index, increment in synthesis_jobs(synthesis, len(items), config.seed):
-            n = views[source_index] = views.get(source_index, -1) + 1
-            item = items[source_index]
-            specs.append(SampleSpec(f"{item.key}_p{n}", item, "synthesis", yaw_increment=increment))
+
+def _synthesis_specs(config: MixConfig, items: list[SourceItem]) -> list[SampleSpec]:
+    """The face-profiling views: the target plus reserve (or `synthesis.count`), over the items that can turn."""
+    synthesis = config.synthesis_config()
+    if synthesis is None:
+        return []
+    from pipelines.synthesis_stage import can_turn, synthesis_jobs
+
+    target = config.stage_targets()["synthesis"]
+    count = synthesis.count if target is None else math.ceil(target * (1 + config.reserve_fraction))
+    if count == 0:
+        return []
+    eligible = [i for i, item in enumerate(items) if can_turn(item)]
+    if not eligible:
+        raise UserError("face profiling: no source image whose |yaw| can still grow; remove the synthesis section")
+    views: dict[int, int] = {}
+    specs = []
+    for rank, (index, increment) in enumerate(synthesis_jobs(synthesis, len(items), config.seed, eligible, count)):
+        n = views[index] = views.get(index, -1) + 1
+        item = items[index]
+        split = split_of(item.subject_id, config.val_fraction)
+        specs.append(SampleSpec(f"{item.key}_p{n}", item, "synthesis", 0, increment, split, rank))
     return specs
 
 
@@ -144,25 +220,33 @@ def make_plan(config: MixConfig) -> Plan:
         config: the mix.
 
     Returns:
-        The plan: shards `{name}-{split}-{NNNNNN}` of `config.shard_samples()` samples (the last of a split
-        smaller), each split shuffled with a generator seeded by (seed, split).
+        The plan: every candidate, grouped by item in the readers' order (an item's copies, then its views).
 
     Raises:
-        UserError: a source root that is not a folder or holds no pair (`discover_source`).
+        UserError: a source root that is not a folder or holds no pair (`discover_source`), a target that
+            needs more copies than allowed, or a synthesis section with no source able to turn.
     """
     inputs = unique_keys(entry for source in config.sources for entry in discover_source(source))
     items = [entry for entry in inputs if isinstance(entry, SourceItem)]
     rejected = tuple(entry for entry in inputs if isinstance(entry, Rejection))
-    by_split: dict[str, list[SampleSpec]] = {split: [] for split in SPLITS}
-    for spec in _sample_specs(config, items):
-        by_split[split_of(spec.item.subject_id, config.val_fraction)].append(spec)
+    by_item: dict[str, list[SampleSpec]] = {item.key: [] for item in items}
+    for spec in [*_augment_specs(config, items), *_synthesis_specs(config, items)]:
+        by_item[spec.item.key].append(spec)
+    candidates = tuple(spec for specs in by_item.values() for spec in specs)
+    return Plan(tuple(items), candidates, rejected, tuple(config.stage_targets().items()))
+
+
+def assign_shards(config: MixConfig, delivered: Sequence[SampleSpec]) -> tuple[ShardSpec, ...]:
+    """Cut the delivered samples into shards: each split, in candidate order, shuffled with a generator seeded
+    by (seed, split), in shards `{name}-{split}-{NNNNNN}` of `config.shard_samples()` samples (the last of a
+    split smaller), train first."""
     size = config.shard_samples()
     shards = []
     for split_index, split in enumerate(SPLITS):
-        specs = by_split[split]
+        specs = [spec for spec in delivered if spec.split == split]
         order = np.random.default_rng([config.seed, split_index]).permutation(len(specs))
         shuffled = [specs[i] for i in order]
         for index, start in enumerate(range(0, len(shuffled), size)):
             name = f"{config.name}-{split}-{index:06d}"
             shards.append(ShardSpec(name, split, index, tuple(shuffled[start : start + size])))
-    return Plan(tuple(items), tuple(shards), rejected)
+    return tuple(shards)

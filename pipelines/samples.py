@@ -1,50 +1,85 @@
-"""The stages over sample records: one planned sample becomes a `SampleRecord` or a `Rejection`.
+"""The stages over sample records: the candidates of one source item become encoded samples or rejections.
 
-ingest (`r3fa.readers.load_source_sample`) -> augment (`r3fa.augment.augment_sample`) or synthesis
-(`pipelines.synthesis_stage.synthesize_sample`) -> label check (finite label, label NME within the
-threshold). Each planned sample reads its source again (the global shuffle scatters an item's copies over
-the shards, so nothing is gained by keeping sources in memory). A bad input never stops a build: whatever
-a stage raises for one sample (`BadInputError`, `cv2.error`, `numpy.linalg.LinAlgError`, `OSError`, ...)
-becomes that sample's rejection with its path, reason, stage and exception class (`r3fa.records.rejection_of`).
-Only `KeyboardInterrupt`/`SystemExit` (not `Exception`s) go through.
+ingest (`r3fa.readers.load_source_sample`, once per item: one decode, one label) -> for each of the item's
+candidates, augment (`r3fa.augment.augment_sample`) or synthesis (`pipelines.synthesis_stage.synthesize_sample`)
+-> label check (finite label, label NME within the threshold) -> encode (JPEG crop, raw float32 labels, JSON
+summary: the tar members, and the Parquet row). A bad input never stops a build: whatever a stage raises for
+one candidate (`BadInputError`, `cv2.error`, `numpy.linalg.LinAlgError`, `OSError`, ...) becomes that
+candidate's rejection with its path, reason, stage and exception class (`r3fa.records.rejection_of`); an item
+that cannot be ingested rejects each of its candidates with the same reason. Only
+`KeyboardInterrupt`/`SystemExit` (not `Exception`s) go through.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from pipelines.mix import MixConfig
 from pipelines.plan import SampleSpec
+from pipelines.tables import augment_json, sample_row
 from r3fa.augment import augment_sample, copy_rng
-from r3fa.readers import load_source_sample
+from r3fa.readers import BaseSample, load_source_sample
 from r3fa.records import Rejection, SampleRecord, rejection_of
 
-
-def make_sample(spec: SampleSpec, config: MixConfig) -> SampleRecord | Rejection:
-    """Make one planned sample.
-
-    Args:
-        spec: the planned sample.
-        config: the mix (augmentation policy, synthesis section, refit, rejection threshold, pixel limit, seed).
-
-    Returns:
-        The record, or the rejection (stage "ingest", "augment", "synthesis" or "label"; its `key` and
-        `source` are the planned sample's).
-    """
-    with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
-        made = _make(spec, config)
-    return replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
+IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT = "jpg", "params.f32", "lms.f32", "json"
 
 
-def _make(spec: SampleSpec, config: MixConfig) -> SampleRecord | Rejection:
-    where = spec.item.annotation_path or spec.item.image_path
+@dataclass(frozen=True)
+class EncodedSample:
+    """A sample ready to be written: its tar members and its Parquet row (without the shard, set when written)."""
+
+    key: str
+    members: dict[str, bytes]
+    row: dict
+
+
+def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, bytes]:
+    """The tar members of one sample: JPEG crop, raw little-endian float32 labels and a JSON summary."""
+    meta = {
+        "key": record.key,
+        "split": split,
+        "source": record.source,
+        "subject_id": record.subject_id,
+        "parent_key": record.parent_key,
+        "synthetic": bool(record.synthetic),
+        "fitted": bool(record.fitted),
+        "yaw_increment": float(record.yaw_increment),
+        "pose_deg": [float(v) for v in record.pose_deg],
+        "label_nme": float(record.label_nme),
+        "augment": json.loads(augment_json(record)),
+    }
+    return {
+        IMAGE_EXT: jpeg,
+        PARAMS_EXT: np.asarray(record.params, "<f4").reshape(62).tobytes(),
+        LANDMARKS_EXT: np.asarray(record.landmarks, "<f4").reshape(136).tobytes(),
+        META_EXT: json.dumps(meta, sort_keys=True).encode(),
+    }
+
+
+def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
+    """Encode a BGR crop as JPEG at a fixed quality (deterministic)."""
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def load_base(spec: SampleSpec, config: MixConfig) -> BaseSample | Rejection:
+    """Ingest a candidate's source item (decode + label), or its rejection (stage "ingest")."""
     try:
-        base = load_source_sample(spec.item, refit=config.refit, max_image_pixels=config.max_image_pixels)
-    except Exception as err:  # any failure of one sample is its rejection
-        return rejection_of(err, where, "ingest")
+        return load_source_sample(spec.item, refit=config.refit, max_image_pixels=config.max_image_pixels)
+    except Exception as err:  # any failure of one input is its rejection
+        return rejection_of(err, spec.item.annotation_path or spec.item.image_path, "ingest")
+
+
+def make_record(spec: SampleSpec, base: BaseSample, config: MixConfig) -> SampleRecord | Rejection:
+    """One candidate's record from its ingested source, label checked (stage "augment", "synthesis", "label")."""
     try:
         if spec.stage == "synthesis":
             from pipelines.synthesis_stage import synthesize_sample
@@ -71,7 +106,31 @@ def check_label(record: SampleRecord, spec: SampleSpec, max_label_nme: float) ->
     return record
 
 
-def make_samples(specs: Sequence[SampleSpec], config: MixConfig) -> Iterator[tuple[SampleSpec, SampleRecord | Rejection]]:
-    """Make planned samples one at a time, in order (nothing is kept: memory stays flat)."""
+def encode_record(record: SampleRecord, spec: SampleSpec, config: MixConfig) -> EncodedSample | Rejection:
+    """The record's tar members and Parquet row, or its rejection (stage "encode")."""
+    try:
+        jpeg = encode_jpeg(record.crop, config.jpeg_quality)
+        members = sample_members(record, spec.split, jpeg)
+    except Exception as err:  # a sample that cannot be encoded is rejected like any other
+        return rejection_of(err, spec.item.image_path, "encode")
+    return EncodedSample(spec.key, members, sample_row(record, "", spec.split, hashlib.sha256(jpeg).hexdigest()))
+
+
+def make_item_samples(
+    specs: Sequence[SampleSpec], config: MixConfig
+) -> Iterator[tuple[SampleSpec, EncodedSample | Rejection]]:
+    """Make the candidates of one source item (all of `specs` share `item`) from a single ingest, in order.
+
+    Yields:
+        (candidate, its encoded sample or its rejection; a rejection's `key` and `source` are the candidate's).
+    """
+    if not specs:
+        return
+    with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
+        base = load_base(specs[0], config)
     for spec in specs:
-        yield spec, make_sample(spec, config)
+        with np.errstate(all="ignore"):
+            made = base if isinstance(base, Rejection) else make_record(spec, base, config)
+            if isinstance(made, SampleRecord):
+                made = encode_record(made, spec, config)
+        yield spec, replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made

@@ -1,14 +1,16 @@
 """The face-profiling stage of the dataset builder: which sources to rotate by how much, and one sample.
 
 The mix config's optional `synthesis:` section is `SynthesisConfig`. The shard builder asks
-`synthesis_jobs` for a deterministic list of (source index, yaw increment) pairs, loads each source's
-`BaseSample` (`r3fa.readers.load_source_sample`) and calls `synthesize_sample` per job; a rejected job
-raises `BadInputError` with a reason starting "profiling:", which the builder records and skips.
+`synthesis_jobs` for a deterministic list of (source index, yaw increment) pairs over the sources whose
+|yaw| can still grow (`can_turn`), loads each source's `BaseSample` once (`r3fa.readers.load_source_sample`)
+and calls `synthesize_sample` per job; a rejected job raises `BadInputError` with a reason starting
+"profiling:", which the builder records.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -18,6 +20,7 @@ from r3fa.crop import CROP_SIZE
 from r3fa.io import BadInputError
 from r3fa.params import pose_degrees
 from r3fa.profiling import profile_face
+from r3fa.profiling.rotate import applied_yaw_increment
 from r3fa.readers import BaseSample, SourceItem
 from r3fa.records import SampleRecord
 
@@ -58,28 +61,56 @@ class SynthesisConfig(BaseModel):
         return value
 
 
-def synthesis_jobs(config: SynthesisConfig, n_sources: int, seed: int) -> list[tuple[int, float]]:
+def can_turn(item: SourceItem) -> bool:
+    """Whether face profiling can still increase the item's |yaw|, judged from its annotation's yaw
+    (`Pose_Para[1]`, read alone: cheap enough for the plan). An item without an annotation (a fitted label)
+    or one whose annotation cannot be read counts as able to turn: ingest decides about it."""
+    if not item.annotation_path:
+        return True
+    from scipy.io import loadmat
+
+    try:
+        yaw = float(np.asarray(loadmat(item.annotation_path, variable_names=["Pose_Para"])["Pose_Para"]).reshape(-1)[1])
+    except Exception:  # any unreadable annotation is ingest's to reject, not the plan's
+        return True
+    return not math.isfinite(yaw) or applied_yaw_increment(math.degrees(yaw), 1.0) != 0.0
+
+
+def synthesis_jobs(
+    config: SynthesisConfig, n_sources: int, seed: int, sources: Sequence[int] | None = None, count: int | None = None
+) -> list[tuple[int, float]]:
     """One (source index, signed yaw increment in degrees) per synthetic sample, deterministic in `seed`.
 
-    Sources are visited in a seeded random order, `profiles_per_image` views each (fewer when the schedule
-    is shorter), passing over them again while more samples are needed. The sign only matters for
-    near-frontal faces (it picks which way they turn); it is drawn at random.
+    Round robin over the sources: each round visits every source once, in a seeded random order, so the
+    views spread over all sources (a second view of a source only after every source has one). A source's
+    increments are drawn from the schedule without repeats, `profiles_per_image` at a time (fewer when the
+    schedule is shorter). The sign only matters for near-frontal faces (it picks which way they turn); it is
+    drawn at random.
+
+    Args:
+        config: the synthesis section.
+        n_sources: sources of the build (indices 0..n-1).
+        seed: the mix seed.
+        sources: the indices that may be turned (default all); e.g. without those whose |yaw| cannot grow.
+        count: jobs to plan (default `config.count`), e.g. the target plus a reserve.
     """
-    if config.count == 0:
+    count = config.count if count is None else count
+    if count == 0:
         return []
-    if n_sources <= 0:
-        raise ValueError("face profiling needs at least one source image")
+    eligible = np.arange(n_sources) if sources is None else np.asarray(sources, np.int64)
+    if len(eligible) == 0:
+        raise ValueError("face profiling needs at least one source image whose |yaw| can grow")
     rng = np.random.default_rng(seed)
     schedule = np.asarray(config.yaw_increments_deg, np.float64)
     per_source = min(config.profiles_per_image, len(schedule))
     jobs: list[tuple[int, float]] = []
-    for _ in range(math.ceil(config.count / (per_source * n_sources))):
-        order = rng.permutation(n_sources)
-        picks = np.sort(rng.random((n_sources, len(schedule))).argsort(axis=1)[:, :per_source], axis=1)
-        signs = rng.choice([-1.0, 1.0], size=(n_sources, per_source))
-        increments = schedule[picks] * signs
-        jobs.extend((int(s), float(d)) for s, row in zip(order, increments[order]) for d in row)
-    return jobs[: config.count]
+    for _ in range(math.ceil(count / (per_source * len(eligible)))):
+        picks = np.sort(rng.random((len(eligible), len(schedule))).argsort(axis=1)[:, :per_source], axis=1)
+        increments = schedule[picks] * rng.choice([-1.0, 1.0], size=(len(eligible), per_source))
+        for view in range(per_source):
+            order = rng.permutation(len(eligible))
+            jobs.extend((int(eligible[i]), float(increments[i, view])) for i in order)
+    return jobs[:count]
 
 
 def synthesize_sample(

@@ -9,8 +9,12 @@ findings, one human-readable line each; an empty list means the set is intact. W
   index against the tar's real offsets, the Parquet rows against the tar (keys and order, JPEG hashes, label
   bytes, split and shard, and every column the `KEY.json` member repeats: source, yaw/pitch/roll, ...);
 - the totals: counts per split, source, |yaw| bin and synthetic, and the whitening, recomputed from the
-  Parquet rows; `planned == samples + rejected`; rejected.parquet's rows per shard; shard numbers without gaps;
-  tars in the folder that the manifest does not list.
+  Parquet rows; `planned == samples + rejected + surplus`; per stage and per source and stage
+  `planned == delivered + rejected + surplus`, delivered real/synthetic against the rows, a target met
+  within `target_tolerance`; per source `inputs == accepted + rejected + surplus`; rejected.parquet's row
+  count and that no row is a delivered sample; shard numbers without gaps; tars in the folder that the
+  manifest does not list; no Parquet file at the top of the folder but the shards' (third-party readers
+  glob `DIR/*.parquet`).
 
 Any file that cannot be read (a truncated Parquet, a garbage tar, a manifest that is not JSON) is a finding,
 never a traceback. It shares no code with the writer beyond file names and the index text format, so a writer
@@ -35,7 +39,8 @@ import pyarrow.parquet as pq
 
 from pipelines.index import Member, format_index
 from pipelines.manifest import MANIFEST_SCHEMA_PATH, MANIFEST_VERSION
-from pipelines.shard import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, ShardFiles, read_done
+from pipelines.samples import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT
+from pipelines.shard import ShardFiles, read_done
 from r3fa.errors import UserError
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.provenance import file_sha256
@@ -58,12 +63,14 @@ class _Totals:
 
     shift: np.ndarray
     counts: Counter = field(default_factory=Counter)
+    keys: set[str] = field(default_factory=set)
     n_train: int = 0
     s1: np.ndarray = field(default_factory=lambda: np.zeros(PARAM_DIM))
     s2: np.ndarray = field(default_factory=lambda: np.zeros(PARAM_DIM))
 
     def add(self, split: str, rows: list[dict]) -> None:
         bins = yaw_bin(np.array([row["yaw"] for row in rows], np.float64)) if rows else []
+        self.keys.update(row["key"] for row in rows)
         for row, b in zip(rows, bins):
             self.counts.update(["samples", f"by_split/{split}", f"by_source/{row['source']}",
                                 f"by_yaw_bin/{BIN_NAMES[b]}", f"by_split_yaw_bin/{split}/{BIN_NAMES[b]}"])  # fmt: skip
@@ -246,9 +253,11 @@ def _check_counts(manifest: dict, totals: _Totals) -> list[str]:
     listed = sum(entry["count"] for entry in manifest["shards"])
     if listed != counts["samples"]:
         problems.append(f"manifest: shard counts add up to {listed}, counts.samples is {counts['samples']}")
-    if counts["planned"] != counts["samples"] + counts["rejected"]:
+    if counts["planned"] != counts["samples"] + counts["rejected"] + counts["surplus"]:
         problems.append(f"manifest: counts.planned {counts['planned']} != samples {counts['samples']} + rejected "
-                        f"{counts['rejected']} (a shard removed with its entry, or edited counts)")  # fmt: skip
+                        f"{counts['rejected']} + surplus {counts['surplus']} (a shard removed with its entry, or "
+                        "edited counts)")  # fmt: skip
+    problems += _check_stages(manifest)
     if counts["samples"] == 0:
         problems.append("manifest: the set holds no samples")
     return problems
@@ -269,26 +278,54 @@ def _check_whitening(manifest: dict, totals: _Totals) -> list[str]:
     return []
 
 
-def _check_rejected(out: Path, manifest: dict) -> list[str]:
+def _check_stages(manifest: dict) -> list[str]:
+    """Per stage and per source and stage: planned = delivered + rejected + surplus; the delivered real and
+    synthetic samples are the set's; targets met within the tolerance; per source inputs add up."""
+    counts, problems = manifest["counts"], []
+    groups = {**{f"by_stage.{k}": v for k, v in counts["by_stage"].items()},
+              **{f"by_source_stage.{k}": v for k, v in counts["by_source_stage"].items()}}  # fmt: skip
+    for name, c in groups.items():
+        if c["planned"] != c["delivered"] + c["rejected"] + c["surplus"]:
+            problems.append(f"manifest: counts.{name}: planned {c['planned']} != delivered + rejected + surplus")
+    stages = counts["by_stage"]
+    delivered = {"real": counts["samples"] - counts["synthetic"], "synthetic": counts["synthetic"]}
+    for name, n in delivered.items():
+        if name in stages and stages[name]["delivered"] != n:
+            problems.append(f"manifest: counts.by_stage.{name}.delivered {stages[name]['delivered']}, the set holds {n}")
+    tolerance = manifest["config"].get("target_tolerance", 0.0)
+    for name, c in stages.items():
+        if c["target"] is not None and not (1.0 - tolerance) * c["target"] <= c["delivered"] <= c["target"]:
+            problems.append(f"manifest: counts.by_stage.{name}: delivered {c['delivered']} misses target {c['target']}")
+    for source, c in manifest["inputs"].get("by_source", {}).items():
+        if c["inputs"] != c["accepted"] + c["rejected"] + c["surplus"]:
+            problems.append(f"manifest: inputs.by_source.{source}: inputs != accepted + rejected + surplus")
+    return problems
+
+
+def _check_rejected(out: Path, manifest: dict, keys: set[str]) -> list[str]:
     path = out / manifest["rejected_file"]
     if not path.is_file():
-        return [f"{path.name}: missing"]
+        return [f"{manifest['rejected_file']}: missing"]
     if file_sha256(path) != manifest["rejected_sha256"]:
-        return [f"{path.name}: sha256 differs from the manifest's rejected_sha256"]
+        return [f"{manifest['rejected_file']}: sha256 differs from the manifest's rejected_sha256"]
     try:
-        shards = pq.read_table(path, columns=["shard"]).column("shard").to_pylist()
+        rejected = pq.read_table(path, columns=["key"]).column("key").to_pylist()
     except Exception as err:  # any unreadable Parquet is a finding
-        return [f"{path.name}: unreadable ({type(err).__name__}: {err})"]
+        return [f"{manifest['rejected_file']}: unreadable ({type(err).__name__}: {err})"]
     problems = []
-    if len(shards) != manifest["counts"]["rejected"]:
-        problems.append(f"{path.name}: {len(shards)} rows, counts.rejected is {manifest['counts']['rejected']}")
-    per_shard = Counter(shards)
-    for entry in manifest["shards"]:
-        if per_shard.pop(entry["file"], 0) != entry["rejected"]:
-            problems.append(f"{path.name}: rows for {entry['file']} differ from its manifest entry's rejected count")
-    per_shard.pop("", None)
-    problems += [f"{path.name}: rows name shard {s}, which the manifest does not list" for s in sorted(per_shard)]
+    if len(rejected) != manifest["counts"]["rejected"]:
+        problems.append(f"{manifest['rejected_file']}: {len(rejected)} rows, counts.rejected is {manifest['counts']['rejected']}")
+    both = sorted(keys.intersection(rejected))
+    if both:
+        problems.append(f"{manifest['rejected_file']}: {len(both)} rejected key(s) are also samples, e.g. {both[0]}")
     return problems
+
+
+def _check_top_parquet(out: Path, manifest: dict) -> list[str]:
+    """`DIR/*.parquet` must be exactly the shards' tables (what DuckDB's `read_parquet('DIR/*.parquet')` reads)."""
+    listed = {entry["parquet"] for entry in manifest["shards"]}
+    return [f"{p.name}: a Parquet file in the folder that is not a shard's table" for p in sorted(out.glob("*.parquet"))
+            if p.name not in listed]  # fmt: skip
 
 
 def verify_shard_set(out_dir: str | Path) -> list[str]:
@@ -313,5 +350,5 @@ def verify_shard_set(out_dir: str | Path) -> list[str]:
     listed = {entry["file"] for entry in manifest["shards"]}
     problems += [f"{p.name}: not listed in the manifest" for p in sorted(out.glob("*.tar")) if p.name not in listed]
     problems += _check_numbering(manifest) + _check_counts(manifest, totals) + _check_whitening(manifest, totals)
-    problems += _check_rejected(out, manifest)
+    problems += _check_rejected(out, manifest, totals.keys) + _check_top_parquet(out, manifest)
     return problems

@@ -193,7 +193,7 @@ def hostile_build(hostile_source: Path, tmp_path_factory: pytest.TempPathFactory
     (out / "parts").mkdir(parents=True)
     foreign = ("notes.tmp", "hostile-train-000000.tar.bak.tmp", "parts/theirs.rejected.parquet.tmp")
     own = ("hostile-train-000000.tar.tmp", "manifest.json.abcd_123.tmp",
-           "parts/hostile-train-000001.rejected.parquet.x1y2z3w4.tmp")  # what r3fa.atomic / the shard writer leave
+           "parts/hostile-part-000001.bin.x1y2z3w4.tmp")  # what r3fa.atomic / the shard writer leave
     for name in (*foreign, *own):
         (out / name).write_text("left here")
     return out, _summary(_build(_config(tmp, hostile_source, max_reject_fraction=1.0), out))
@@ -203,8 +203,8 @@ def hostile_build(hostile_source: Path, tmp_path_factory: pytest.TempPathFactory
 def test_every_input_is_a_sample_or_a_rejection(hostile_build: tuple[Path, dict]) -> None:
     out, summary = hostile_build
     inputs = len(EXPECTED) + len(ACCEPTED)
-    assert summary["inputs"] == {"aflw2000_3d": {"inputs": inputs, "accepted": len(ACCEPTED), "rejected": len(EXPECTED)}}
-    rows = pq.read_table(out / "rejected.parquet").to_pylist()
+    assert summary["inputs"] == {"aflw2000_3d": {"inputs": inputs, "accepted": len(ACCEPTED), "rejected": len(EXPECTED), "surplus": 0}}
+    rows = pq.read_table(out / "rejections" / "rejected.parquet").to_pylist()
     got = {Path(r["path"]).name: r for r in rows}
     assert set(got) == set(EXPECTED) and len(rows) == len(EXPECTED)
     for name, (reason, stage, error) in EXPECTED.items():
@@ -214,8 +214,8 @@ def test_every_input_is_a_sample_or_a_rejection(hostile_build: tuple[Path, dict]
     assert "not decoded" in got["image00019.png"]["reason"] and "not decoded" in got["image00014.jpg"]["reason"]
     assert got["image-00100.jpg"]["reason"].endswith("image 00100.jpg")
     assert got["image00026.jpg"]["reason"].endswith("image00026.JPG")
-    assert all(r["shard"] == "" for r in rows if r["stage"] == "discover")
-    assert all(r["shard"].startswith("hostile-train-") and r["key"] for r in rows if r["stage"] != "discover")
+    assert all(r["shard"] == "" for r in rows)  # rejections happen before the shards are assigned
+    assert all(r["key"] for r in rows if r["stage"] != "discover")
 
 
 def test_nothing_valid_is_lost(hostile_build: tuple[Path, dict]) -> None:
@@ -225,6 +225,7 @@ def test_nothing_valid_is_lost(hostile_build: tuple[Path, dict]) -> None:
     assert sorted(keys) == sorted(f"aflw2000_3d_{stem.replace(' ', '-')}_a0" for stem in ACCEPTED)
     counts = manifest["counts"]
     assert counts["planned"] == counts["samples"] + counts["rejected"] == len(ACCEPTED) + len(EXPECTED)
+    assert counts["surplus"] == 0
     assert manifest["inputs"]["by_source"] == summary["inputs"]
     jsonschema.validate(manifest, json.loads(MANIFEST_SCHEMA_PATH.read_text()))
     assert verify_shard_set(out) == []
@@ -242,7 +243,7 @@ def test_the_audit_counts_what_the_build_counts(hostile_source: Path, hostile_bu
     out, summary = hostile_build
     report = json.loads(_r3fa("labels", "audit", str(hostile_source), "--format", "json").stdout)
     assert report["inputs"] == report["count"] + len(report["rejected"]) == summary["inputs"]["aflw2000_3d"]["inputs"]
-    built = {(r["path"], r["stage"], r["error"]) for r in pq.read_table(out / "rejected.parquet").to_pylist()}
+    built = {(r["path"], r["stage"], r["error"]) for r in pq.read_table(out / "rejections" / "rejected.parquet").to_pylist()}
     audited = {(r["path"], r["stage"], r["error"]) for r in report["rejected"]}
     assert audited == built
     assert report["count"] == len(ACCEPTED)
@@ -292,9 +293,9 @@ def test_too_many_rejections_fail_the_build_with_a_summary(aflw2000_dir: Path, t
     line = _user_error(_build(_config(tmp_path, src), out))  # 2 of 7 > the default max_reject_fraction 0.2
     assert "too many inputs rejected (max_reject_fraction 0.2)" in line
     assert "aflw2000_3d: 2 of 7 inputs rejected (29%) > max_reject_fraction" in line
-    assert not (out / "manifest.json").exists() and len(pq.read_table(out / "rejected.parquet")) == 2
+    assert not (out / "manifest.json").exists() and len(pq.read_table(out / "rejections" / "rejected.parquet")) == 2
     summary = build_shards(_config(tmp_path, src, max_reject_fraction=0.3), out, workers=0)  # the user allows it
-    assert summary.inputs["aflw2000_3d"] == {"inputs": 7, "accepted": 5, "rejected": 2}
+    assert summary.inputs["aflw2000_3d"] == {"inputs": 7, "accepted": 5, "rejected": 2, "surplus": 0}
 
 
 def test_a_source_of_mostly_unpaired_files_fails_before_building(aflw2000_dir: Path, tmp_path: Path) -> None:
@@ -306,7 +307,7 @@ def test_a_source_of_mostly_unpaired_files_fails_before_building(aflw2000_dir: P
     out = tmp_path / "out"
     with pytest.raises(RejectionRateError, match=r"aflw2000_3d: 4 of 5 inputs rejected \(80%\)"):
         build_shards(_config(tmp_path, src), out, workers=0)
-    assert not list(out.glob("*.tar")) and len(pq.read_table(out / "rejected.parquet")) == 4
+    assert not list(out.glob("*.tar")) and len(pq.read_table(out / "rejections" / "rejected.parquet")) == 4
 
 
 def test_a_second_build_into_a_held_folder_fails_at_once(aflw2000_dir: Path, tmp_path: Path) -> None:
@@ -399,7 +400,7 @@ def test_a_source_listed_twice_collides_and_fails_with_a_summary(aflw2000_dir: P
     config.write_text(yaml.safe_dump({**mix, "sources": mix["sources"] * 2}))
     with pytest.raises(RejectionRateError, match=r"aflw2000_3d: 2 of 4 inputs rejected \(50%\)"):
         build_shards(config, tmp_path / "out", workers=0)
-    rows = pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "out" / "rejections" / "rejected.parquet").to_pylist()
     assert [r["reason"].split(" is also made from ")[0] for r in rows] == [
         f"key collision: aflw2000_3d_{stem}" for stem in GOOD[:2]
     ]
@@ -412,20 +413,20 @@ def test_the_pixel_limit_is_configurable(aflw2000_dir: Path, tmp_path: Path) -> 
         _copy(stem, aflw2000_dir, src)
     summary = build_shards(_config(tmp_path, src, max_image_pixels=450 * 450 - 1, max_reject_fraction=1.0),
                            tmp_path / "out", workers=0)  # fmt: skip
-    assert summary.samples == 0 and summary.inputs["aflw2000_3d"] == {"inputs": 2, "accepted": 0, "rejected": 2}
-    reasons = {r["reason"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    assert summary.samples == 0 and summary.inputs["aflw2000_3d"] == {"inputs": 2, "accepted": 0, "rejected": 2, "surplus": 0}
+    reasons = {r["reason"] for r in pq.read_table(tmp_path / "out" / "rejections" / "rejected.parquet").to_pylist()}
     assert reasons == {"image too large: header declares 450x450 pixels > max_image_pixels 202499 (not decoded)"}
 
 
 def test_a_sample_that_cannot_be_encoded_is_rejected(aflw2000_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import pipelines.shard
+    import pipelines.samples
 
     src = tmp_path / "src"
     src.mkdir()
     for stem in GOOD[:3]:
         _copy(stem, aflw2000_dir, src)
-    encode, calls = pipelines.shard.encode_jpeg, []
+    encode, calls = pipelines.samples.encode_jpeg, []
 
     def failing_once(crop: np.ndarray, quality: int) -> bytes:
         calls.append(1)
@@ -433,9 +434,9 @@ def test_a_sample_that_cannot_be_encoded_is_rejected(aflw2000_dir: Path, tmp_pat
             raise RuntimeError("JPEG encoding failed")
         return encode(crop, quality)
 
-    monkeypatch.setattr(pipelines.shard, "encode_jpeg", failing_once)
+    monkeypatch.setattr(pipelines.samples, "encode_jpeg", failing_once)
     summary = build_shards(_config(tmp_path, src, max_reject_fraction=0.5), tmp_path / "out", workers=0)
-    assert summary.samples == 2 and summary.inputs["aflw2000_3d"] == {"inputs": 3, "accepted": 2, "rejected": 1}
-    (row,) = pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    assert summary.samples == 2 and summary.inputs["aflw2000_3d"] == {"inputs": 3, "accepted": 2, "rejected": 1, "surplus": 0}
+    (row,) = pq.read_table(tmp_path / "out" / "rejections" / "rejected.parquet").to_pylist()
     assert (row["stage"], row["error"], row["reason"]) == ("encode", "RuntimeError", "RuntimeError: JPEG encoding failed")
     assert verify_shard_set(tmp_path / "out") == []

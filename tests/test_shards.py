@@ -21,8 +21,8 @@ import webdataset as wds
 
 from pipelines.build import build_shards
 from pipelines.manifest import MANIFEST_SCHEMA_PATH
-from pipelines.mix import load_mix
-from pipelines.plan import make_plan, split_of
+from pipelines.mix import MixConfig, load_mix
+from pipelines.plan import assign_shards, make_plan, split_of
 from r3fa.params import Whitening
 from r3fa.paths import PROJECT_ROOT
 
@@ -59,8 +59,8 @@ def test_manifest_follows_its_schema_and_counts(shard_set: Path, manifest: dict,
     jsonschema.validate(manifest, json.loads(MANIFEST_SCHEMA_PATH.read_text()))
     counts = manifest["counts"]
     assert counts["samples"] == len(rows) == sum(s["count"] for s in manifest["shards"])
-    assert counts["samples"] + counts["rejected"] == counts["planned"]
-    assert manifest["inputs"]["by_source"] == {"aflw2000_3d": {"inputs": 40, "accepted": 40, "rejected": 0}}
+    assert counts["samples"] + counts["rejected"] + counts["surplus"] == counts["planned"]
+    assert manifest["inputs"]["by_source"] == {"aflw2000_3d": {"inputs": 40, "accepted": 40, "rejected": 0, "surplus": 0}}
     assert counts["synthetic"] == sum(r["synthetic"] for r in rows) > 0
     assert sum(counts["by_yaw_bin"].values()) == len(rows)
     assert manifest["crop_convention"] == "3ddfa_v1" and manifest["config"]["name"] == "test"
@@ -147,10 +147,11 @@ def test_whitening_is_fit_over_the_train_rows(manifest: dict, rows: list[dict]) 
 
 def test_plan_is_deterministic_and_seeded() -> None:
     config = load_mix(CONFIG)
-    keys = [[s.key for s in shard.samples] for shard in make_plan(config).shards]
-    assert keys == [[s.key for s in shard.samples] for shard in make_plan(config).shards]
-    other = [[s.key for s in shard.samples] for shard in make_plan(config.model_copy(update={"seed": 8})).shards]
-    assert other != keys
+    def keys(config: MixConfig) -> list[list[str]]:
+        return [[s.key for s in shard.samples] for shard in assign_shards(config, make_plan(config).candidates)]
+
+    assert keys(config) == keys(config)
+    assert keys(config.model_copy(update={"seed": 8})) != keys(config)
 
 
 def test_verify_passes_then_fails_on_a_corrupted_copy(shard_set: Path, manifest: dict, tmp_path: Path) -> None:
@@ -177,7 +178,7 @@ def test_inspect_counts_and_draws_a_contact_sheet(shard_set: Path, tmp_path: Pat
 
 
 def test_rejected_file_is_empty_for_clean_inputs(shard_set: Path) -> None:
-    assert pq.read_table(shard_set / "rejected.parquet").num_rows == 0
+    assert pq.read_table(shard_set / "rejections" / "rejected.parquet").num_rows == 0
 
 
 def test_a_complete_build_is_skipped_on_rerun(shard_set: Path) -> None:

@@ -53,7 +53,7 @@ def test_bad_inputs_are_rejected_and_the_build_goes_on(bad_source: Path, tmp_pat
     summary = build_shards(config, out, workers=0)
     assert summary.planned == 8 and summary.samples == 4 and summary.rejected == 4
 
-    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    rejected = pq.read_table(out / "rejections" / "rejected.parquet").to_pylist()
     by_file = {Path(r["path"]).name: (r["reason"], r["stage"], r["error"]) for r in rejected}
     stems = sorted(p.stem for p in bad_source.glob("*.jpg"))
     reason, stage, error = by_file[f"{stems[0]}.jpg"]
@@ -63,8 +63,8 @@ def test_bad_inputs_are_rejected_and_the_build_goes_on(bad_source: Path, tmp_pat
     assert by_file[f"{stems[2]}.mat"] == ("non-finite values in Pose_Para", "ingest", "BadInputError")
     reason, stage, error = by_file[f"{stems[3]}.mat"]
     assert stage == "label" and reason.startswith("label NME") and error == ""
-    assert all(r["key"] and r["shard"].startswith("bad-train-") and r["source"] == "aflw2000_3d" for r in rejected)
-    assert summary.inputs == {"aflw2000_3d": {"inputs": 8, "accepted": 4, "rejected": 4}}
+    assert all(r["key"] and r["shard"] == "" and r["source"] == "aflw2000_3d" for r in rejected)
+    assert summary.inputs == {"aflw2000_3d": {"inputs": 8, "accepted": 4, "rejected": 4, "surplus": 0}}
     assert verify_shard_set(out) == []
 
 

@@ -1,0 +1,136 @@
+"""Phase 1 of a build: make every candidate of a run of source items into a record part on disk.
+
+One task per `PartSpec` (`Plan.parts`, e.g. 64 source items). Each item is decoded and labelled once
+(`pipelines.samples.make_item_samples`); every candidate becomes an encoded sample (tar members + Parquet row)
+or a rejection. Files of one part, in `DIR/parts/`:
+
+- `{part}.bin`: the encoded samples, one pickle each, back to back (read back by offset in phase 2);
+- `{part}.json`: the index, written last (atomically) and so also the part's done marker: the part's
+  fingerprint, and per candidate in plan order either `[key, offset, length]` or `[key, rejection fields]`.
+
+The index is small and kept after a build (the cut of a finished build is re-derived from it on a re-run);
+the `.bin` files are deleted once every shard is written, unless the build keeps them. Pickle is used for our
+own intermediate files only (written and read by the same build).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.mix import MixConfig
+from pipelines.plan import PartSpec
+from pipelines.samples import EncodedSample, make_item_samples
+from r3fa.atomic import atomic_writer, write_bytes_atomic
+from r3fa.records import Rejection
+
+PARTS_DIR = "parts"
+
+
+@dataclass(frozen=True)
+class PartFiles:
+    """Paths of one part's files in a shard-set folder."""
+
+    data: Path
+    index: Path
+
+    @classmethod
+    def of(cls, out_dir: str | Path, name: str) -> "PartFiles":
+        parts = Path(out_dir) / PARTS_DIR
+        return cls(parts / f"{name}.bin", parts / f"{name}.json")
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What a finished part reports back to the driver (small: counts only)."""
+
+    name: str
+    candidates: int
+    rejected: int
+
+
+def read_index(files: PartFiles) -> dict | None:
+    """The part's index, or None when the part is not complete."""
+    try:
+        return json.loads(files.index.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _item_groups(part: PartSpec) -> list[list]:
+    groups: list[list] = []
+    for spec in part.samples:
+        if not groups or groups[-1][0].item.key != spec.item.key:
+            groups.append([])
+        groups[-1].append(spec)
+    return groups
+
+
+def make_part(part: PartSpec, config: MixConfig, out_dir: str | Path, stamp: str) -> PartResult:
+    """Make and write one part; its index (the done marker) is written last.
+
+    Args:
+        part: the planned part.
+        config: the mix.
+        out_dir: the shard-set folder.
+        stamp: the build stamp (`pipelines.build.build_stamp`) the index's fingerprint is made from.
+    """
+    files = PartFiles.of(out_dir, part.name)
+    files.data.parent.mkdir(parents=True, exist_ok=True)
+    entries: list[list] = []
+    rejected = 0
+    with atomic_writer(files.data) as fh:
+        offset = 0
+        for group in _item_groups(part):
+            for spec, made in make_item_samples(group, config):
+                if isinstance(made, Rejection):
+                    rejected += 1
+                    entries.append([spec.key, made.path, made.reason, made.stage, made.error, made.source])
+                    continue
+                blob = pickle.dumps((made.members, made.row), protocol=5)
+                fh.write(blob)
+                entries.append([spec.key, offset, len(blob)])
+                offset += len(blob)
+    index = {"fingerprint": part.fingerprint(stamp), "entries": entries}
+    write_bytes_atomic(files.index, json.dumps(index).encode())
+    return PartResult(part.name, len(entries), rejected)
+
+
+def entry_rejection(entry: list) -> Rejection | None:
+    """The rejection of an index entry, or None for a made sample."""
+    if len(entry) == 3:
+        return None
+    key, path, reason, stage, error, source = entry
+    return Rejection(path, reason, stage, error, key, source)
+
+
+class PartReader:
+    """Read encoded samples by (part name, offset, length), keeping each part file open once."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self._open: dict[str, object] = {}
+
+    def read(self, part: str, offset: int, length: int) -> EncodedSample:
+        fh = self._open.get(part)
+        if fh is None:
+            fh = self._open[part] = open(PartFiles.of(self.out_dir, part).data, "rb")
+        fh.seek(offset)
+        data = fh.read(length)
+        if len(data) != length:
+            raise OSError(f"{part}.bin: short read at {offset} (the part file is truncated)")
+        members, row = pickle.loads(data)
+        return EncodedSample(row["key"], members, row)
+
+    def close(self) -> None:
+        for fh in self._open.values():
+            fh.close()
+        self._open.clear()
+
+    def __enter__(self) -> "PartReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
