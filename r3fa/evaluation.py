@@ -280,20 +280,24 @@ def load_run(run_dir: str | Path) -> tuple[dict, np.ndarray]:
 
 
 def write_comparison(runs: Sequence[EvalResult | str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """One table and one CED plot for several runs: ours beside the baselines and the published rows.
+    """One table and one CED plot (all images, and per |yaw| bin) for several runs: ours beside the baselines
+    and the published rows.
 
     Args:
         runs: `EvalResult`s or run folders written by `evaluate`, in the order of the table's rows.
-        out_dir: where `table.md` and `ced.png` go (created).
+        out_dir: where `table.md`, `ced.png` and `ced_bins.png` go (created).
 
     Returns:
-        Paths of the written files by kind (`table`, `ced`).
+        Paths of the written files by kind (`table`, `ced`, `ced_bins`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = [(r.report, r.nme) if isinstance(r, EvalResult) else load_run(r) for r in runs]
-    paths = {"table": out_dir / "table.md", "ced": out_dir / "ced.png"}
+    paths = {"table": out_dir / "table.md", "ced": out_dir / "ced.png", "ced_bins": out_dir / "ced_bins.png"}
     paths["table"].write_text(markdown_table([report for report, _ in loaded]))
     labels = [f"{report['model']['name']} ({report['benchmark']['name']}, {report['evaluated_on']})" for report, _ in loaded]
     plot_ced([(label, errors) for label, (_, errors) in zip(labels, loaded)], paths["ced"])
+    tables = [r.paths["errors"] if isinstance(r, EvalResult) else Path(r) / "errors.parquet" for r in runs]
+    yaws = [pq.read_table(table, columns=["yaw"]).column("yaw").to_numpy() for table in tables]
+    plot_ced_bins([(label, errors, yaw) for label, (_, errors), yaw in zip(labels, loaded, yaws)], paths["ced_bins"])
     return paths

@@ -93,7 +93,7 @@ def test_mean_params_baseline_and_comparison(small: Benchmark, tmp_path: Path):
 
     paths = write_comparison([gt_run, tmp_path / "mean"], tmp_path / "cmp")
     table = paths["table"].read_text()
-    assert paths["ced"].stat().st_size > 0
+    assert paths["ced"].stat().st_size > 0 and paths["ced_bins"].stat().st_size > 0
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| ground truth | aflw2000-3d | 50 selected rows | 0.000")
     assert lines[2].startswith("| mean params |")
