@@ -142,13 +142,15 @@ def parts_to_make(out_dir: Path, parts: list[PartSpec], stamp: str, name: str) -
 
 
 def shards_to_write(out_dir: Path, shards: tuple[ShardSpec, ...], stamp: str, name: str) -> list[ShardSpec]:
-    """The shards without a matching `.done`; their files, and those of shards no longer planned, are deleted."""
+    """The shards without a matching `.done` or with a file missing; their files, and those of shards no longer
+    planned, are deleted."""
     _remove_unplanned(out_dir, name, "shard", {shard.name for shard in shards})
     todo = []
     for shard in shards:
         files = ShardFiles.of(out_dir, shard.name)
         done = read_done(files)
-        if done is not None and done.get("fingerprint") == shard.fingerprint(stamp):
+        complete = all(path.is_file() for path in files.outputs())
+        if complete and done is not None and done.get("fingerprint") == shard.fingerprint(stamp):
             continue
         for path in files.outputs():
             path.unlink(missing_ok=True)

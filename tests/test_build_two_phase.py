@@ -1,0 +1,91 @@
+"""The two-phase builder (issue 15 item 1): every source decoded once, records made into phase-1 parts, shards
+written from encoded records read by offset. The shards' bytes depend neither on the number of workers nor on
+how the sources are cut into phase-1 tasks; the record files are deleted unless kept; a finished build whose
+record files are gone remakes just the parts a lost shard needs, to the same bytes; each source is decoded
+once however many records it gives."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+import pipelines.samples
+from pipelines.build import build_shards
+from pipelines.verify import verify_shard_set
+
+
+def _hashes(folder: Path, pattern: str = "*") -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob(pattern)) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixed_code_version() -> Iterator[None]:
+    """The manifest records the code version; the shared working tree may change between two builds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("R3FA_CODE_VERSION", "two-phase-test")
+        yield
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    mix = {"name": "twophase", "sources": [{"kind": "aflw2000_3d", "root": str(data_root / "aflw2000_3d"), "limit": 12}],
+           "augmentation": {"copies_per_image": 2.5}, "synthesis": {"count": 5}, "seed": 3, "val_fraction": 0.3,
+           "samples_per_shard": 7}  # fmt: skip
+    path = tmp_path_factory.mktemp("mix") / "twophase.yaml"
+    path.write_text(yaml.safe_dump(mix))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "set"
+    summary = build_shards(config, out, workers=0, sources_per_part=5)
+    assert summary.samples > 30 and summary.shards >= 5 and summary.counts["synthetic"] > 0
+    assert verify_shard_set(out) == []
+    return out
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    """The shard set's files (parts/ holds the phase-1 indexes, which follow `sources_per_part`)."""
+    return {name: digest for name, digest in _hashes(folder).items() if not name.startswith("parts/")}
+
+
+def test_two_workers_give_the_same_bytes_as_none(config: Path, reference: Path, tmp_path: Path) -> None:
+    build_shards(config, tmp_path / "w2", workers=2, sources_per_part=2)  # other phase-1 tasks too
+    assert _outputs(tmp_path / "w2") == _outputs(reference)
+    assert len(_outputs(reference)) > 20
+
+
+def test_record_files_are_deleted_unless_kept(config: Path, reference: Path, tmp_path: Path) -> None:
+    assert not list(reference.glob("parts/*.bin")) and len(list(reference.glob("parts/*.json"))) == 3
+    build_shards(config, tmp_path / "kept", workers=0, sources_per_part=5, keep_parts=True)
+    assert len(list((tmp_path / "kept").glob("parts/*.bin"))) == 3
+    assert _hashes(tmp_path / "kept", "*.tar") == _hashes(reference, "*.tar")
+
+
+def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: Path, reference: Path,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "set"
+    build_shards(config, out, workers=0, sources_per_part=5)
+    lost = sorted(out.glob("*.tar"))[2]
+    lost.unlink()
+    summary = build_shards(config, out, workers=0, sources_per_part=5)
+    assert summary.built == 1
+    assert _hashes(out) == _hashes(reference)
+
+
+def test_each_source_is_decoded_once(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads, load = [], pipelines.samples.load_source_sample
+
+    def counting(item, **kwargs):
+        loads.append(item.key)
+        return load(item, **kwargs)
+
+    monkeypatch.setattr(pipelines.samples, "load_source_sample", counting)
+    summary = build_shards(config, tmp_path / "once", workers=0)
+    assert len(loads) == len(set(loads)) == 12 and summary.planned > 30
