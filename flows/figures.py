@@ -34,26 +34,27 @@ EVALUATION_FIGURES = {
 }
 
 MAX_EMBEDDED_BYTES = 400_000  # per figure, before base64
-JPEG_QUALITIES = (90, 75, 60)
 MAX_EMBEDDED_SIDE = 1600  # pixels; larger images are scaled down before JPEG encoding
+JPEG_SIDES = (MAX_EMBEDDED_SIDE, 1000, 600)  # tried in turn, each at every quality, until one fits
+JPEG_QUALITIES = (90, 75, 60)
 
 
 def _jpeg(raw: bytes) -> bytes | None:
-    """An encoded image as a JPEG of at most `MAX_EMBEDDED_BYTES` (scaled to `MAX_EMBEDDED_SIDE`), None if
-    it cannot be decoded."""
+    """An encoded image as a JPEG of at most `MAX_EMBEDDED_BYTES`: scaled to `MAX_EMBEDDED_SIDE`, then lower
+    qualities and smaller sides until it fits; None if it cannot be decoded (or fits at no size tried)."""
     import cv2
     import numpy as np
 
     image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
-    scale = min(1.0, MAX_EMBEDDED_SIDE / max(image.shape[:2]))
-    if scale < 1.0:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    for quality in JPEG_QUALITIES:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok and len(data) <= MAX_EMBEDDED_BYTES:
-            return data.tobytes()
+    for side in JPEG_SIDES:
+        scale = min(1.0, side / max(image.shape[:2]))
+        scaled = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+        for quality in JPEG_QUALITIES:
+            ok, data = cv2.imencode(".jpg", scaled, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(data) <= MAX_EMBEDDED_BYTES:
+                return data.tobytes()
     return None
 
 
