@@ -18,6 +18,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from prefect.automations import Automation
+from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
@@ -82,9 +83,11 @@ def ensure_retrain_alert(webhook_url: str | None = None, block: str | None = Non
     try:
         notifier = Block.load(slug)
     except ValueError:
+        notifier = None
+    if not isinstance(notifier, NotificationBlock):
         return (
             f"retrain alert: not set up, no notification block {slug!r}; give a URL "
-            "(make deploy ALERT_WEBHOOK=https://...) or the slug of a saved block (ALERT_BLOCK=type/name)"
+            "(make deploy ALERT_WEBHOOK=https://...) or the slug of a saved notification block (ALERT_BLOCK=type/name)"
         )
     with get_client(sync_client=True) as client:
         for old in client.read_automations_by_name(AUTOMATION):
