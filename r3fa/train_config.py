@@ -59,6 +59,9 @@ class LoaderSpec(_Strict):
     kind: Literal["auto", "dali", "torch"] = "auto"
     num_threads: int = Field(2, ge=0)  # DALI threads, or DataLoader workers (0: decode in this process)
     augment: bool = False
+    # order of the training epochs: uniform, or pose_balanced (each |yaw| bin equally often, r3fa.sampling);
+    # validation is always uniform
+    sampling: Literal["uniform", "pose_balanced"] = "uniform"
 
 
 class TrainConfig(_Strict):

@@ -641,6 +641,7 @@ def fit(
             augment=cfg.loader.augment and train,
             num_threads=cfg.loader.num_threads,
             drop_last=train,
+            sampling=cfg.loader.sampling if train else "uniform",
         )
 
     steps_per_epoch = len(loader("train", 0, 0, True))

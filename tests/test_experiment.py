@@ -174,13 +174,29 @@ def test_a_two_by_two_experiment_chooses_on_val_evaluates_once_reports_intervals
         assert Path(result["paths"][kind]).read_bytes().startswith(b"\x89PNG")
 
 
-def test_split_yaw_bins_reads_the_parquet_of_a_real_shard_set(tmp_path: Path) -> None:
+def test_the_training_loader_serves_the_pose_balanced_order_of_a_real_shard_set(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
     from pipelines.build import build_shards
+    from r3fa.loaders import create_loader
 
     summary = build_shards(PROJECT_ROOT / "configs/mix/test.yaml", tmp_path / "shards", workers=0)
     bins = split_yaw_bins(tmp_path / "shards", "train")
     per_bin = summary.counts["by_split_yaw_bin"]
     assert np.bincount(bins, minlength=3).tolist() == [per_bin.get(f"train/{b}", 0) for b in BIN_NAMES]
+
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    keys = [  # global index order: shards in manifest order, rows in tar order
+        key for entry in manifest["shards"] if entry["split"] == "train" and entry["count"]
+        for key in pq.read_table(tmp_path / "shards" / entry["file"].replace(".tar", ".parquet")).column("key").to_pylist()
+    ]  # fmt: skip
+    loader = create_loader(tmp_path / "shards", "train", 4, kind="torch", num_threads=0, seed=5, epoch=2,
+                           sampling="pose_balanced")  # fmt: skip
+    served = [key for batch in loader for key in batch["keys"]]
+    order = pose_balanced_order(bins, seed=5, epoch=2)
+    assert served == [keys[i] for i in order[: len(served)]] and len(served) == len(loader) * 4
+    uniform = create_loader(tmp_path / "shards", "train", 4, kind="torch", num_threads=0, seed=5, epoch=2)
+    assert sorted(key for batch in uniform for key in batch["keys"]) != sorted(served)  # with replacement, reweighted
 
 
 def test_the_command_refuses_a_missing_grid_in_one_line(tmp_path: Path) -> None:

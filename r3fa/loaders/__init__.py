@@ -9,6 +9,7 @@ yields the batches of the epoch's canonical order (`r3fa.loaders.order`) from `s
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -17,6 +18,7 @@ import torch
 
 from r3fa.loaders.jitter import OnlineJitter
 from r3fa.loaders.shardset import plan_epoch, read_shards
+from r3fa.sampling import pose_balanced_order, split_yaw_bins
 
 LoaderKind = Literal["auto", "dali", "torch"]
 
@@ -57,6 +59,7 @@ def create_loader(
     num_threads: int = 2,
     drop_last: bool = True,
     shuffle: str = "global",
+    sampling: Literal["uniform", "pose_balanced"] = "uniform",
 ) -> Loader:
     """A loader for one rank's share of one epoch of `split`, from a point of the epoch's canonical order on.
 
@@ -80,6 +83,8 @@ def create_loader(
         drop_last: serve only full global batches (training; the epoch's tail is dropped); without it every
             sample from `start_sample` on is served exactly once, the last batch partial or empty (validation).
         shuffle: the epoch order's shuffle (`r3fa.loaders.order.SHUFFLES`).
+        sampling: "uniform" (every sample once per epoch, in the `shuffle` order) or "pose_balanced" (the epoch's
+            order drawn with replacement so that every |yaw| bin is seen equally often: `r3fa.sampling`).
 
     Returns:
         A `Loader`; `len()` is the number of batches it yields.
@@ -107,6 +112,10 @@ def create_loader(
         drop_last=drop_last,
         shuffle=shuffle,
     )
+    if sampling == "pose_balanced":
+        plan = replace(plan, order=pose_balanced_order(split_yaw_bins(shard_dir, split), seed, epoch))
+    elif sampling != "uniform":
+        raise ValueError(f"unknown sampling {sampling!r}: expected uniform or pose_balanced")
     if kind == "dali" or (kind == "auto" and dali_available()):
         from r3fa.loaders.dali import DaliLoader
 
