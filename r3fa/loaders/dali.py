@@ -110,11 +110,11 @@ class DaliLoader(PlannedEpoch):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if len(self) == 0:
             return
-        reader = self.reader()
-        # only the last step can be empty (a partial global batch smaller than the world size)
-        full = len(self) - (len(self.plan.batch(len(self) - 1)[1]) == 0)
-        if full:
-            yield from self._batches(reader, full)
+        with self.reader() as reader:
+            # only the last step can be empty (a partial global batch smaller than the world size)
+            full = len(self) - (len(self.plan.batch(len(self) - 1)[1]) == 0)
+            if full:
+                yield from self._batches(reader, full)
         if full < len(self):
             yield empty_batch(self.device)
 

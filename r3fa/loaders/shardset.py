@@ -199,7 +199,7 @@ class SampleReader:
 
     Each read is one `pread` of the sample's span; the tar header in front of every member is checked against
     the index's member name, so an index that does not describe its tar is an error, not wrong labels. File
-    descriptors are opened lazily per process (safe to use after a fork).
+    descriptors are opened lazily per process (safe to use after a fork); `close()` (or `with`) releases them.
     """
 
     shards: tuple[Shard, ...]
@@ -231,6 +231,18 @@ class SampleReader:
         """The key of global index `i`."""
         s, j = self.locate(i)
         return self.indices[s].keys[j]
+
+    def close(self) -> None:
+        """Close the file descriptors this process opened (a forked child's are its own)."""
+        pid = os.getpid()
+        for slot in [slot for slot in self._fds if slot[0] == pid]:
+            os.close(self._fds.pop(slot))
+
+    def __enter__(self) -> "SampleReader":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _fd(self, s: int) -> int:
         slot = (os.getpid(), s)

@@ -24,12 +24,21 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from r3fa.io import decode_image
 from r3fa.loaders.jitter import OnlineJitter, apply_jitter, draw_jitter
-from r3fa.loaders.shardset import PIXEL_MEAN, PIXEL_SCALE, EpochPlan, PlannedEpoch, SampleReader, empty_batch
+from r3fa.loaders.shardset import (
+    PIXEL_MEAN,
+    PIXEL_SCALE,
+    EpochPlan,
+    PlannedEpoch,
+    SampleReader,
+    ShardDataError,
+    empty_batch,
+)
 
 # Workers are forked, whatever the process's default: a rank started by `torch.multiprocessing.spawn` inherits
 # "spawn", and spawned workers re-import torch (seconds per epoch, since a loader lives for one epoch). The
 # workers only decode JPEGs into CPU tensors and never touch CUDA, which is what makes forking safe.
 _WORKER_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+_ERROR = "shard_data_error"
 
 
 def _forget_parent_exit_hooks(_worker_id: int) -> None:
@@ -78,7 +87,11 @@ class _EpochBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for step in range(worker, self.plan.part.steps, workers):
-            yield read_batch(self.reader, self.plan, step, self.jitter) or empty_batch()
+            try:
+                yield read_batch(self.reader, self.plan, step, self.jitter) or empty_batch()
+            except ShardDataError as err:  # crosses the worker boundary as a value: DataLoader would add its traceback
+                yield {_ERROR: str(err)}
+                return
 
 
 @dataclass
@@ -90,18 +103,20 @@ class TorchLoader(PlannedEpoch):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if len(self) == 0:
             return
-        reader = self.reader()
         workers = min(self.num_workers, len(self))
-        loader = DataLoader(
-            _EpochBatches(reader, self.plan, self.jitter),
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-            multiprocessing_context=_WORKER_START if workers else None,
-            worker_init_fn=_forget_parent_exit_hooks if workers else None,
-        )
-        for batch in loader:
-            if self.device.type != "cpu":
-                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            yield batch
+        with self.reader() as reader:
+            loader = DataLoader(
+                _EpochBatches(reader, self.plan, self.jitter),
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if workers else None,
+                multiprocessing_context=_WORKER_START if workers else None,
+                worker_init_fn=_forget_parent_exit_hooks if workers else None,
+            )
+            for batch in loader:
+                if _ERROR in batch:
+                    raise ShardDataError(batch[_ERROR])
+                if self.device.type != "cpu":
+                    batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                yield batch
