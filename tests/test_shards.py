@@ -186,3 +186,29 @@ def test_a_complete_build_is_skipped_on_rerun(shard_set: Path) -> None:
     summary = build_shards(CONFIG, shard_set, workers=0)
     assert summary.built == 0 and summary.samples > 100
     assert before == {p.name: p.stat().st_mtime_ns for p in shard_set.glob("*.tar")}
+
+
+def test_third_party_readers_open_the_folder_as_documented(shard_set: Path, manifest: dict) -> None:
+    """docs/usage-shards.md's one-liners: `DIR/*.parquet` is exactly the sample tables (rejections and the
+    phase-1 indexes live in subfolders), so DuckDB, pyarrow and pandas count the manifest's samples."""
+    import glob
+
+    import pyarrow.dataset as ds
+
+    folder = str(shard_set)
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchall()[0][0] == manifest["counts"]["samples"]
+    assert duckdb.sql(f"SELECT count(DISTINCT key) FROM read_parquet('{folder}/*.parquet')").fetchall()[0][0] == manifest["counts"]["samples"]
+    assert ds.dataset(sorted(glob.glob(f"{folder}/*.parquet")), format="parquet").count_rows() == manifest["counts"]["samples"]
+    table = ds.dataset(folder, format="parquet", exclude_invalid_files=True, ignore_prefixes=[".", "_", "parts", "rejections"])
+    assert table.count_rows() == manifest["counts"]["samples"]
+    rejected = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/rejections/rejected.parquet')").fetchall()[0][0]
+    assert rejected == manifest["counts"]["rejected"]
+
+
+def test_pandas_reads_the_glob_as_documented(shard_set: Path, manifest: dict) -> None:
+    """pandas is not a dependency of r3fa: this runs where a user has it."""
+    import glob
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.concat(map(pd.read_parquet, sorted(glob.glob(f"{shard_set}/*.parquet"))))
+    assert len(frame) == manifest["counts"]["samples"] and frame["yaw"].notna().all()
