@@ -8,10 +8,16 @@ Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JP
 2. peak RSS of each worker process (`ru_maxrss`, asked from the workers after the build) and of the driver,
    at both sizes: flat memory means the peak does not grow with the number of samples;
 3. the in-process cost per sample of each stage (augmented copy vs face-profiling view), so that the 680k
-   mix (430k real + 250k synthetic) can be extrapolated from the measured rate and scaling.
+   mix (430k real + 250k synthetic) can be extrapolated from the measured rate and scaling;
+4. the codec floor (issue 15): one thread, 150 images x 3 records, in one process, alternating rounds of
+   (a) read + decode each 450x450 JPEG once, then 3 x (warp to 120x120 + JPEG encode q95),
+   (b) the old per-record loop (each record decodes and labels its source again, nothing written),
+   (c) `build_shards(..., workers=0)` (plan + ingest + augment + parts + shards + manifest, no synthesis),
+   and the ratio (c) / (a).
 
 Example:
     .venv/bin/python bench/bench_build.py --sizes 150 600 --workers 1 2 --markdown /tmp/build.md
+    .venv/bin/python bench/bench_build.py --floor-only   # just item 4
 """
 
 from __future__ import annotations
@@ -30,10 +36,15 @@ import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
 from pipelines.build import build_shards  # noqa: E402
 from pipelines.mix import MixConfig  # noqa: E402
 from pipelines.plan import make_plan  # noqa: E402
-from pipelines.samples import make_sample  # noqa: E402
+from pipelines.samples import make_item_samples  # noqa: E402
+from r3fa.readers import CropTransform, discover_aflw2000  # noqa: E402
+from r3fa.paths import data_root  # noqa: E402
 
 REAL_680K, SYNTHETIC_680K = 430_000, 250_000
 
@@ -81,14 +92,14 @@ def stage_costs(n: int) -> dict:
     """Mean in-process milliseconds per planned sample of each stage (no writing; the first sample of each
     stage, which loads the models, is left out)."""
     config = _config(60, synthesis=n + 1)
-    specs = [s for shard in make_plan(config).shards for s in shard.samples]
+    specs = make_plan(config).candidates
     costs = {}
     for stage in ("augment", "synthesis"):
         warm_up, *chosen = [s for s in specs if s.stage == stage][: n + 1]
-        make_sample(warm_up, config)
+        list(make_item_samples([warm_up], config))
         start = time.perf_counter()
         for spec in chosen:
-            make_sample(spec, config)
+            list(make_item_samples([spec], config))  # one record: its own decode and label
         costs[stage] = round(1000 * (time.perf_counter() - start) / len(chosen), 1)
     return costs
 
@@ -109,8 +120,54 @@ def plan_680k() -> dict:
     plan = make_plan(config)
     seconds = time.perf_counter() - start
     grown = psutil.Process().memory_info().rss - before
-    return {"samples": plan.n_samples, "shards": len(plan.shards), "seconds": round(seconds, 1),
+    return {"samples": plan.n_samples, "parts": len(plan.parts(config.name, 64)), "seconds": round(seconds, 1),
             "rss_growth_mb": round(grown / 2**20)}  # fmt: skip
+
+
+def _floor_pass(paths: list[str], copies: int, quality: int) -> int:
+    """(a): read + decode each JPEG once, then `copies` x (warp to 120x120 + encode); returns records made."""
+    rng = np.random.default_rng(0)
+    made = 0
+    for path in paths:
+        image = cv2.imdecode(np.frombuffer(Path(path).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        for _ in range(copies):
+            x, y, side = rng.uniform(100, 150), rng.uniform(100, 150), rng.uniform(180, 240)
+            crop = cv2.warpAffine(image, CropTransform.from_roi(np.array([x, y, x + side, y + side])).matrix,
+                                  (120, 120), flags=cv2.INTER_LINEAR)  # fmt: skip
+            ok, _ = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            made += int(ok)
+    return made
+
+
+def _per_record_pass(config: MixConfig) -> int:
+    """(b): every planned record decodes and labels its source again (the builder before issue 15)."""
+    return sum(1 for spec in make_plan(config).candidates for _ in make_item_samples([spec], config))
+
+
+def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
+    """Item 4: the floor, the per-record loop and the build, alternating for `rounds` rounds in this process
+    (one OpenCV thread); the best round of each (least disturbed by other jobs) and the ratio build / floor."""
+    cv2.setNumThreads(1)
+    config = _config(images)  # 3 records per image, no synthesis
+    paths = [item.image_path for item in discover_aflw2000(data_root() / "aflw2000_3d")[:images]]
+    rates: dict[str, list[float]] = {"floor": [], "per_record": [], "build": []}
+    for index in range(rounds):
+        start = time.perf_counter()
+        n = _floor_pass(paths, 3, config.jpeg_quality)
+        rates["floor"].append(n / (time.perf_counter() - start))
+        start = time.perf_counter()
+        n = _per_record_pass(config)
+        rates["per_record"].append(n / (time.perf_counter() - start))
+        out = scratch / f"floor-{index}"
+        start = time.perf_counter()
+        summary = build_shards(config, out, workers=0)
+        rates["build"].append((summary.samples + summary.rejected) / (time.perf_counter() - start))
+        shutil.rmtree(out)
+    best = {k: round(max(v), 1) for k, v in rates.items()}
+    return {"images": images, "records": 3 * images, "rounds": rounds, "best_samples_per_s": best,
+            "all_samples_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+            "ratio_build_to_floor": round(best["build"] / best["floor"], 3),
+            "ratio_rounds": [round(b / f, 3) for b, f in zip(rates["build"], rates["floor"])]}  # fmt: skip
 
 
 def markdown(results: dict) -> str:
@@ -130,14 +187,19 @@ def markdown(results: dict) -> str:
     ]
     lines += [f"| {r['images']} | {r['samples']} | {r['workers']} | {r['seconds']} | {r['samples_per_s']} | "
               f"{', '.join(map(str, r['worker_peak_rss_mb']))} |" for r in rows]  # fmt: skip
-    costs, ex = results["stage_ms"], results["extrapolation"]
+    costs, ex, floor = results["stage_ms"], results["extrapolation"], results["floor"]
     lines += [
+        "",
+        f"Codec floor (one thread, {floor['images']} images x 3 records, {floor['rounds']} alternating rounds, best "
+        f"round): floor {floor['best_samples_per_s']['floor']} samples/s, per-record loop "
+        f"{floor['best_samples_per_s']['per_record']}, `build_shards(workers=0)` {floor['best_samples_per_s']['build']}: "
+        f"build / floor = {floor['ratio_build_to_floor']} (per round: {floor['ratio_rounds']})",
         "",
         f"- scaling {min(r['workers'] for r in rows)} -> {max(r['workers'] for r in rows)} workers (largest size): "
         f"x{results['scaling']:.2f}; load average {results['load'][0]:.1f} before and {results['load'][1]:.1f} after "
         f"the runs on {os.cpu_count()} CPUs (other jobs share this machine: with a load above the CPU count a second "
         "worker has no idle core to use, and the ratio says little)",
-        f"- planning a 680k mix ({results['plan']['samples']} samples, {results['plan']['shards']} shards of 256 MB): "
+        f"- planning a 680k mix ({results['plan']['samples']} samples, {results['plan']['parts']} phase-1 parts of 64 sources): "
         f"{results['plan']['seconds']} s, driver RSS +{results['plan']['rss_growth_mb']} MB (the plan is the only "
         "per-sample state the driver holds)",
         f"- driver peak RSS over the four builds: {results['driver_peak_rss_mb']:.0f} MB; LocalCluster start: "
@@ -158,7 +220,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Dask worker counts")
     parser.add_argument("--stage-samples", type=int, default=40, help="samples per stage for the stage costs")
     parser.add_argument("--markdown", type=Path, help="write the results section to this file")
+    parser.add_argument("--floor-images", type=int, default=150, help="images of the codec-floor comparison")
+    parser.add_argument("--floor-rounds", type=int, default=3, help="alternating rounds of the codec-floor comparison")
+    parser.add_argument("--floor-only", action="store_true", help="run only the codec-floor comparison")
     args = parser.parse_args()
+
+    if args.floor_only:
+        load = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+            floor = codec_floor(args.floor_images, args.floor_rounds, Path(scratch))
+        print(json.dumps({**floor, "load_before": load, "load_after": os.getloadavg()[0]}, indent=1))
+        return
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
@@ -169,6 +241,8 @@ def main() -> None:
     rate = {r["workers"]: r["samples_per_s"] for r in largest}
     scaling = rate[max(rate)] / rate[min(rate)]
     costs = stage_costs(args.stage_samples)
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        floor = codec_floor(args.floor_images, args.floor_rounds, Path(scratch))
     ratio = costs["synthesis"] / costs["augment"]
     per_worker = {w: r / w for w, r in rate.items()}
     efficiency = per_worker[max(rate)] / per_worker[min(rate)]  # per-worker rate kept when adding workers
@@ -184,6 +258,7 @@ def main() -> None:
         "builds": builds,
         "scaling": scaling,
         "stage_ms": costs,
+        "floor": floor,
         "driver_peak_rss_mb": driver_peak,
         "extrapolation": {
             "synthetic_cost_ratio": ratio,
