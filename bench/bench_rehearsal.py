@@ -138,16 +138,15 @@ def stage_plan(config_path: Path) -> dict:
 
     config = load_mix(config_path)
     plan = make_plan(config)
-    stages = Counter(spec.stage for shard in plan.shards for spec in shard.samples)
+    stages = Counter(spec.stage for spec in plan.candidates)
     synthesis = config.synthesis_config()
     return {
         "items": len(plan.items),
         "rejected_inputs": len(plan.rejected),
         "planned_real": stages["augment"],
         "planned_synthetic": stages["synthesis"],
-        "target_real": round(len(plan.items) * config.augmentation.copies_per_image),
-        "target_synthetic": synthesis.count if synthesis else 0,
-        "shards": len(plan.shards),
+        "target_real": plan.target("augment") or round(len(plan.items) * config.augmentation.copies_per_image),
+        "target_synthetic": plan.target("synthesis") or (synthesis.count if synthesis else 0),
         "samples_per_shard": config.shard_samples(),
     }
 
@@ -208,7 +207,7 @@ def stage_duckdb(out: Path) -> dict:
     rows = con.execute(f"SELECT {', '.join(by)}, count(*) FROM {tables} GROUP BY ALL ORDER BY ALL").fetchall()
     samples = sum(row[-1] for row in rows)
     reasons: list = []
-    rejected = out / "rejected.parquet"
+    rejected = out / "rejections" / "rejected.parquet"
     if rejected.is_file():
         cols = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{rejected}')").fetchall()}
         # numbers in a reason become '#' so that rows of one kind group ("holes in the face # > #")
