@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,6 @@ LANDMARKS_EXT = "lms.f32"
 META_EXT = "json"
 _LABEL_BYTES = {PARAMS_EXT: 4 * PARAMS_DIM, LANDMARKS_EXT: 4 * LANDMARKS_DIM}
 _KNOWN_EXTS = {IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT}
-_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TAR_BLOCK = 512
 _INDEX_VERSION = "v1.2"
 
@@ -111,25 +109,25 @@ def _fail(shard: Shard, what: str, key: str | None = None) -> ShardDataError:
     return ShardDataError(f"{where}: {what}; run `r3fa shards verify {shard.tar.parent}` and rebuild the shard")
 
 
+def _safe_key(key: str) -> bool:
+    """Letters, digits, `_` and `-` only (no dots, slashes or anything a path could be made of)."""
+    return key.isascii() and key.replace("_", "").replace("-", "").isalnum()
+
+
 def _parse_line(shard: Shard, line: str) -> tuple[str, dict[str, tuple[int, int, str]]]:
     fields = line.split()
     if not fields or len(fields) % 4:
         raise _fail(shard, f"malformed index line {line[:80]!r}")
+    key = fields[3].partition(".")[0]
     found: dict[str, tuple[int, int, str]] = {}
-    keys = set()
     for i in range(0, len(fields), 4):
         ext, offset, size, name = fields[i : i + 4]
-        key, _, name_ext = name.partition(".")
-        if not _SAFE_KEY.fullmatch(key) or name_ext != ext or ext not in _KNOWN_EXTS:
-            raise _fail(shard, f"unsafe or unexpected member name {name!r}", key if _SAFE_KEY.fullmatch(key) else None)
+        if name != f"{key}.{ext}" or ext not in _KNOWN_EXTS or not _safe_key(key):
+            raise _fail(shard, f"unsafe or unexpected member name {name!r}", key if _safe_key(key) else None)
         try:
             found[ext] = (int(offset), int(size), name)
         except ValueError:
             raise _fail(shard, f"malformed offset/size in index line {line[:80]!r}", key) from None
-        keys.add(key)
-    if len(keys) != 1:
-        raise _fail(shard, f"one index line holds members of several samples {sorted(keys)}")
-    (key,) = keys
     for ext in (IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT):
         if ext not in found:
             raise _fail(shard, f"member {key}.{ext} missing", key)
