@@ -54,11 +54,16 @@ class OptimSpec(_Strict):
 
 
 class LoaderSpec(_Strict):
-    """Arguments passed through to `r3fa.loaders.create_loader`."""
+    """Arguments passed through to `r3fa.loaders.create_loader`.
+
+    `kind` and `num_threads` decide how batches are produced, not which: a run may resume with them changed.
+    `shuffle` and `sampling` decide the order: a run resumes only with them unchanged."""
 
     kind: Literal["auto", "dali", "torch"] = "auto"
     num_threads: int = Field(2, ge=0)  # DALI threads, or DataLoader workers (0: decode in this process)
     augment: bool = False
+    # shuffle of the training epochs' canonical order (r3fa.loaders.order.SHUFFLES); validation is always global
+    shuffle: Literal["global", "py1br"] = "global"
     # order of the training epochs: uniform, or pose_balanced (each |yaw| bin equally often, r3fa.sampling);
     # validation is always uniform
     sampling: Literal["uniform", "pose_balanced"] = "uniform"

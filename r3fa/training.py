@@ -6,21 +6,28 @@ starts (`torchrun --nproc-per-node N -m r3fa.training --config ... --shards ... 
 knows about Prefect: `flows/train.py` calls `fit` and publishes what it returns.
 
 Why it looks the way it does:
-- **Resume is exact.** A run is a pure function of (config, shard set): the loader's order is fixed by
-  (seed, epoch) and can start at any step, WPDC's vertex resampling draws from its own seeded generator,
-  and every checkpoint stores the model, optimiser, scheduler, loader position, RNG states and the running
-  epoch sums. A run killed mid-epoch and resumed from its last checkpoint therefore ends with the weights of
-  a run never stopped (up to float non-associativity, which deterministic CPU kernels avoid).
+- **Resume is exact.** A run is a pure function of (config, shard set): the loader's order is the epoch's
+  canonical order (`r3fa.loaders.order`, fixed by seed, epoch, shard set, shuffle and sampling, the same for
+  every loader kind and world size) and can start at any sample, WPDC's vertex resampling draws from its own
+  seeded generator, and every checkpoint stores the model, optimiser, scheduler, the samples of the epoch
+  consumed, RNG states and the running epoch sums (of all ranks). A run killed mid-epoch and resumed from its
+  last checkpoint therefore ends with the weights of a run never stopped (up to float non-associativity, which
+  deterministic CPU kernels avoid).
 - **A checkpoint is self-describing.** Every file is an `r3fa.checkpoint.model_payload` (so
   `r3fa.predictor.load_predictor` reads any of them), carrying the whitening statistics of the dataset's
   training split, the crop convention of the labels and the dataset manifest's hash; training checkpoints
   add `train_state`.
-- **Resume is exact or refused.** Every training checkpoint records the loader kind actually used (`auto`
-  resolved) and the world size, because both decide the sample order; resuming with either changed is
-  refused with a `UserError` that says how to start afresh (`sample_order_mismatch`), as is a checkpoint of
-  another dataset or config. `resume=False` never continues an old run: it moves the folder's previous run
-  aside (`replaced-<time>/`) and starts afresh, except that a checkpoint written under the same `run_id` (a
-  retry of the same Prefect task run) is that attempt's own and is continued.
+- **Resume is elastic, exact or refused.** The batch size is global, so a step consumes `batch_size` samples
+  of the canonical order whatever the world size: a run stopped at any step continues on another number of
+  processes or with the other loader kind and sees exactly the samples of the epoch it had not yet seen, each
+  once. What fixes the order is recorded in every training checkpoint (`sample_order`: algorithm, shard set,
+  seed, global batch size, shuffle, sampling); a change of any of them is refused with a `UserError` that
+  names it and says how to start afresh (`sample_order_mismatch`), as is a checkpoint of another dataset or
+  config (the loader kind and its thread count aside: they change neither the samples, nor labels, nor jitter;
+  DALI's and OpenCV's JPEG decoders agree within a tolerance, so a change of kind is exact in samples, not
+  bit-exact in weights). `resume=False` never continues an old run: it moves the folder's previous run aside
+  (`replaced-<time>/`) and starts afresh, except that a checkpoint written under the same `run_id` (a retry of
+  the same Prefect task run) is that attempt's own and is continued.
 - **Batch size is global, and so are the BatchNorm statistics.** Under DDP each of the `world_size`
   processes takes `batch_size / world_size` samples per step from its own shard of the loader, and (with
   `sync_batchnorm`, the default) every BatchNorm layer normalises by the statistics of the whole global batch
@@ -192,7 +199,7 @@ class TrainState:
     epoch: int = 0  # the epoch in progress (0-based)
     step: int = 0  # steps of `epoch` already done
     global_step: int = 0
-    loss_sum: float = 0.0  # over this process's samples of the current epoch
+    loss_sum: float = 0.0  # over this process's samples of the current epoch (in a checkpoint: all processes')
     samples: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
     nonfinite_steps: int = 0  # batches skipped in the whole run because their loss or gradient was not finite
@@ -384,12 +391,47 @@ def resolve_loader_kind(kind: str) -> str:
     return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "torch"
 
 
-def sample_order_mismatch(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """Why a checkpoint written with `recorded` = {"loader_kind", "world_size"} cannot continue a run with
-    `current` (the sample order would differ), or None when it can."""
-    keys = ("loader_kind", "world_size")
-    changed = [f"{k} {recorded.get(k)!r} -> {current[k]!r}" for k in keys if recorded.get(k) != current[k]]
+# How an epoch's order and its partition are computed (`r3fa.loaders.order`); bump it when that changes, so that
+# a checkpoint of the old order is refused instead of continued on a different one.
+ORDER_ALGORITHM = "r3fa-canonical-order-v1"
+# Config fields a resumed run may change: how batches are produced, not which samples, labels or jitter.
+_RESUMABLE_CHANGES = {"loader": ("kind", "num_threads")}
+
+
+def sample_order(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
+    """What fixes the training order of every epoch; a run resumes exactly only where all of it is unchanged.
+
+    World size and loader kind are not in it: ranks take their parts of one canonical order, so a resumed run
+    may change both (`r3fa.loaders.order`)."""
+    return {
+        "algorithm": ORDER_ALGORITHM,
+        "shard_set": info.manifest_hash,
+        "seed": cfg.seed,
+        "global_batch_size": cfg.batch_size,
+        "shuffle": cfg.loader.shuffle,
+        "sampling": cfg.loader.sampling,
+    }
+
+
+def sample_order_mismatch(recorded: Any, current: dict[str, Any]) -> str | None:
+    """Why a checkpoint whose `sample_order` is `recorded` cannot continue a run whose order is `current`
+    (each changed field as `name old -> new`), or None when the orders are the same."""
+    if not isinstance(recorded, dict):
+        return "the checkpoint records no sample order (written before the canonical order)"
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in current.items() if recorded.get(k) != v]
     return "; ".join(changed) or None
+
+
+def _comparable(config: Any) -> Any:
+    """A dumped config without the fields a resumed run may change (`_RESUMABLE_CHANGES`)."""
+    if not isinstance(config, dict):
+        return config
+    return {
+        name: {k: v for k, v in section.items() if k not in _RESUMABLE_CHANGES[name]}
+        if name in _RESUMABLE_CHANGES and isinstance(section, dict)
+        else section
+        for name, section in config.items()
+    }
 
 
 class _Run:
@@ -423,17 +465,25 @@ class _Run:
             },
         )
 
-    def training_checkpoint(self) -> dict[str, Any]:
-        """The model checkpoint plus everything resuming needs (`train_state`)."""
+    def training_checkpoint(self, epoch_sums: tuple[float, int] | None = None) -> dict[str, Any]:
+        """The model checkpoint plus everything resuming needs (`train_state`).
+
+        Args:
+            epoch_sums: the current epoch's (loss sum, samples) over all processes (`_global_sums`); None: this
+                process's own (one process, or at an epoch boundary where both are zero).
+        """
         s = self.state
+        loss_sum, samples = epoch_sums if epoch_sums is not None else (s.loss_sum, s.samples)
         return {
             **self.model_checkpoint(),
             "train_state": {
                 "epoch": s.epoch,
                 "step": s.step,
+                "samples_consumed": s.step * self.cfg.batch_size,  # of epoch `epoch`'s canonical order
+                "sample_order": sample_order(self.cfg, self.info),
                 "global_step": s.global_step,
-                "loss_sum": s.loss_sum,
-                "samples": s.samples,
+                "loss_sum": loss_sum,
+                "samples": samples,
                 "history": s.history,
                 "nonfinite_steps": s.nonfinite_steps,
                 "loader_kind": self.ddp["loader_kind"],
@@ -451,12 +501,18 @@ class _Run:
             raise UserError(f"cannot warm-start {self.cfg.model.name} from a {payload.get('model')} checkpoint")
         self.model.load_state_dict(payload["state_dict"])
 
-    def restore(self, payload: dict[str, Any], path: Path) -> None:
+    def restore(self, payload: dict[str, Any], path: Path, rank: int = 0) -> None:
         """Continue from the training checkpoint `payload` (read from `path`), or refuse.
 
+        The checkpoint may come from another world size or loader kind: the run continues at its
+        `samples_consumed` (= `step` x the global batch size, which the order check keeps unchanged). Its
+        epoch sums (of all processes) go to rank 0 alone, so the epoch's mean loss counts every sample once
+        whatever the world size.
+
         Raises:
-            UserError: the checkpoint is of another dataset or config, or was written with another loader or
-                world size (another sample order); the message says how to start afresh.
+            UserError: the checkpoint is of another dataset, another sample order (seed, global batch size,
+                shuffle, sampling, order algorithm) or another config; the message says what changed and how to
+                start afresh.
         """
         fresh = f"start afresh with --fresh (resume=False), or delete {path.parent}"
         ts = payload.get("train_state") if isinstance(payload, dict) else None
@@ -468,18 +524,18 @@ class _Run:
             raise UserError(
                 f"{path} was trained on dataset {found}, not on this shard set ({self.info.manifest_hash}); {fresh}"
             )
-        if meta.get("config") != self.cfg.model_dump(mode="json"):
-            raise UserError(f"{path} was written by a run with another config; {fresh}")
-        mismatch = sample_order_mismatch(ts, self.ddp)
+        mismatch = sample_order_mismatch(ts.get("sample_order"), sample_order(self.cfg, self.info))
         if mismatch is not None:
             raise UserError(f"{path} cannot continue exactly here (another sample order: {mismatch}); {fresh}")
+        if _comparable(meta.get("config")) != _comparable(self.cfg.model_dump(mode="json")):
+            raise UserError(f"{path} was written by a run with another config; {fresh}")
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         _restore_rng(ts["rng"], self.generator, self.device)
+        loss_sum, samples = (ts["loss_sum"], ts["samples"]) if rank == 0 else (0.0, 0)
         self.state = TrainState(
-            ts["epoch"], ts["step"], ts["global_step"], ts["loss_sum"], ts["samples"], list(ts["history"]),
-            ts["nonfinite_steps"],
+            ts["epoch"], ts["step"], ts["global_step"], loss_sum, samples, list(ts["history"]), ts["nonfinite_steps"],
         )  # fmt: skip
 
 
@@ -554,7 +610,9 @@ def fit(
 ) -> FitResult:
     """Train `cfg` on the shard set in `shard_dir`, writing checkpoints and logs to `out_dir`.
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files.
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files. A checkpoint of another
+    world size or loader kind is continued exactly (module docstring); `$R3FA_TRAIN_BATCH_LOG` records the
+    keys every process trains on (`batch_log`).
 
     Args:
         cfg: the validated training config.
@@ -605,7 +663,7 @@ def fit(
     run = _Run(cfg, info, model, device, ddp, run_id)
     resumed_from = None
     if last_path.exists() and (resume or _written_by(last_path, run_id)):
-        run.restore(load_checkpoint(last_path), last_path)
+        run.restore(load_checkpoint(last_path), last_path, ctx.rank)
         resumed_from = {"epoch": run.state.epoch, "step": run.state.step}
     elif init_from is not None:
         run.warm_start(load_checkpoint(init_from))
@@ -626,7 +684,7 @@ def fit(
     val_loss = build_loss(cfg, info, val_generator, device)
     bfm = load_model("bfm68")
 
-    def loader(split: str, epoch: int, start_step: int, train: bool) -> Any:
+    def loader(split: str, epoch: int, start_sample: int, train: bool) -> Any:
         return create_loader(
             shard_dir,
             split,
@@ -634,13 +692,14 @@ def fit(
             kind=ddp["loader_kind"],
             seed=cfg.seed,
             epoch=epoch,
-            start_step=start_step,
+            start_sample=start_sample,
             rank=ctx.rank,
             world_size=ctx.world_size,
             device=device,
             augment=cfg.loader.augment and train,
             num_threads=cfg.loader.num_threads,
             drop_last=train,
+            shuffle=cfg.loader.shuffle if train else "global",
             sampling=cfg.loader.sampling if train else "uniform",
         )
 
@@ -655,8 +714,10 @@ def fit(
         clock["images"] += batch * ctx.world_size
         rate = clock["images"] / max(time.perf_counter() - clock["t0"], 1e-9)
         bar.update(s.epoch, rate, s.loss_sum / max(s.samples, 1))
-        if ctx.is_main and s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
-            save_checkpoint(run.training_checkpoint(), last_path)
+        if s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
+            sums = _global_sums(s.loss_sum, s.samples, ctx, device)  # every rank takes part
+            if ctx.is_main:
+                save_checkpoint(run.training_checkpoint(sums), last_path)
 
     with bar.running():
         while state.epoch < cfg.epochs:
@@ -664,7 +725,7 @@ def fit(
             lr = run.optimizer.param_groups[0]["lr"]
             train_one_epoch(
                 net,
-                loader("train", state.epoch, state.step, True),
+                batch_log(loader("train", state.epoch, state.step * cfg.batch_size, True), state, ctx),
                 train_loss,
                 run.optimizer,
                 state,
@@ -716,11 +777,45 @@ def fit(
     return FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
 
 
-def _global_mean(total: float, count: int, ctx: DistContext, device: torch.device) -> float:
+def _global_sums(total: float, count: int, ctx: DistContext, device: torch.device) -> tuple[float, int]:
+    """(sum, count) over all processes (every process must call it)."""
     sums = torch.tensor([total, count], dtype=torch.float64, device=device)
     if ctx.distributed:
         torch.distributed.all_reduce(sums)
-    return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
+    return float(sums[0]), int(sums[1])
+
+
+def _global_mean(total: float, count: int, ctx: DistContext, device: torch.device) -> float:
+    total, count = _global_sums(total, count, ctx, device)
+    return total / count if count > 0 else math.nan
+
+
+BATCH_LOG_ENV = "R3FA_TRAIN_BATCH_LOG"
+
+
+def batch_log(loader: Any, state: TrainState, ctx: DistContext) -> Any:
+    """`loader`, recording each training batch's keys when `$R3FA_TRAIN_BATCH_LOG` names a folder (else as is).
+
+    A debugging and testing aid: each process appends one JSON line per batch, before the step runs, to
+    `<folder>/rank<R>.jsonl`: {"epoch", "step", "rank", "world_size", "positions", "keys"} (positions: places in
+    the epoch's canonical order). A run killed after the line was written may not have taken that step; the
+    checkpoint's (epoch, step) says which steps count.
+    """
+    folder = os.environ.get(BATCH_LOG_ENV)
+    if not folder:
+        return loader
+    path = Path(folder) / f"rank{ctx.rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def logged() -> Iterator[dict[str, Any]]:
+        with path.open("a") as fh:
+            for batch in loader:
+                where = {"epoch": state.epoch, "step": state.step, "rank": ctx.rank, "world_size": ctx.world_size}
+                fh.write(json.dumps({**where, "positions": batch["positions"], "keys": batch["keys"]}) + "\n")
+                fh.flush()
+                yield batch
+
+    return logged()
 
 
 # ----------------------------------------------------------------------------- command line (torchrun)

@@ -101,12 +101,12 @@ def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tmp_path: Path, content
 
 
 def test_the_sample_order_check_names_what_changed() -> None:
-    recorded = {"loader_kind": "torch", "world_size": 1}
-    assert sample_order_mismatch(recorded, {"loader_kind": "torch", "world_size": 1}) is None
-    assert sample_order_mismatch(recorded, {"loader_kind": "dali", "world_size": 2}) == (
-        "loader_kind 'torch' -> 'dali'; world_size 1 -> 2"
+    recorded = {"seed": 0, "global_batch_size": 4, "shuffle": "global"}
+    assert sample_order_mismatch(recorded, dict(recorded)) is None
+    assert sample_order_mismatch(recorded, {**recorded, "seed": 1, "shuffle": "py1br"}) == (
+        "seed 0 -> 1; shuffle 'global' -> 'py1br'"
     )
-    assert "loader_kind None" in sample_order_mismatch({}, {"loader_kind": "torch", "world_size": 1})
+    assert "no sample order" in sample_order_mismatch(None, recorded)
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -160,16 +160,18 @@ def test_resume_refuses_another_sample_order_and_fresh_sets_the_old_run_aside(sh
     }  # fmt: skip
 
     payload = load_checkpoint(last)
-    payload["train_state"]["world_size"] = 2
+    payload["train_state"]["sample_order"]["shuffle"] = "py1br"
     save_checkpoint(payload, last)
-    with pytest.raises(UserError, match=r"world_size 2 -> 1.*--fresh"):
+    with pytest.raises(UserError, match=r"shuffle 'py1br' -> 'global'.*--fresh"):
         fit(_config(), shard_dir, run, progress=False)
-    with pytest.raises(UserError, match="another config"):
+    payload["train_state"]["sample_order"]["shuffle"] = "global"
+    save_checkpoint(payload, last)
+    with pytest.raises(UserError, match=r"seed 0 -> 1.*--fresh"):
         fit(_config(seed=1), shard_dir, run, progress=False)
+    with pytest.raises(UserError, match="another config"):
+        fit(_config(optim={"lr": 0.5}), shard_dir, run, progress=False)
 
     # A retry of the same run (same run_id) continues its own attempt even when asked to start afresh ...
-    payload["train_state"]["world_size"] = 1
-    save_checkpoint(payload, last)
     again = fit(_config(), shard_dir, run, resume=False, progress=False, run_id="attempt-A")
     assert again.resumed_from == {"epoch": 1, "step": 0}
     # ... and another run never does: the old files are set aside, whole, and the run starts from scratch.

@@ -50,8 +50,7 @@ def create_loader(
     kind: LoaderKind = "auto",
     seed: int = 0,
     epoch: int = 0,
-    start_sample: int | None = None,
-    start_step: int = 0,
+    start_sample: int = 0,
     rank: int = 0,
     world_size: int = 1,
     device: str | torch.device = "cpu",
@@ -72,9 +71,8 @@ def create_loader(
         seed: run seed; with `epoch` it fixes the order and the online jitter.
         epoch: which epoch.
         start_sample: global samples of this epoch already consumed (by any world size or loader kind): the
-            loader serves the canonical order from there on. Elastic, exact resume.
-        start_step: shorthand for `start_sample = start_step * batch_size * world_size` (same world size);
-            ignored when `start_sample` is given (clamped to the epoch's end).
+            loader serves the canonical order from there on. Elastic, exact resume: training passes
+            `steps done x global batch size`.
         rank: this process's rank.
         world_size: number of ranks.
         device: where batches land; "cuda[:i]" also makes DALI decode on that GPU.
@@ -99,8 +97,6 @@ def create_loader(
     device = torch.device(device)
     jitter = OnlineJitter() if augment is True else augment or None
     shards = read_shards(shard_dir, split)
-    if start_sample is None:
-        start_sample = min(start_step * batch_size * world_size, sum(s.count for s in shards))
     plan = plan_epoch(
         shards,
         batch_size=batch_size,
