@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -38,6 +40,7 @@ ENV = {
     "OMP_NUM_THREADS": "1",  # the same kernels, hence the same float sums, in every process
 }
 TIMING = ("images_per_s", "epoch_seconds")
+TORCHRUN_2 = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +52,46 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run(command: list[str], timeout: float = 180) -> None:
-    """Run to completion in its own process group, killed whole (torchrun's workers too) on a timeout."""
-    proc = subprocess.Popen(command, env=ENV, cwd=PROJECT_ROOT, start_new_session=True)
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` and every process below it (torchrun starts its workers in sessions of their own, so
+    killing its process group would leave them running), then reap `proc`."""
+    with contextlib.suppress(psutil.NoSuchProcess):  # it ended meanwhile
+        tree = psutil.Process(proc.pid)
+        for process in [*tree.children(recursive=True), tree] if proc.poll() is None else []:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _run(command: list[str], timeout: float = 180, env: dict[str, str] | None = None) -> None:
+    """Run to completion, killed whole (torchrun's workers too) on a timeout."""
+    proc = subprocess.Popen(command, env=env or ENV, cwd=PROJECT_ROOT)
     try:
         assert proc.wait(timeout) == 0, f"exit status {proc.returncode}: {' '.join(command)}"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_tree(proc)
 
 
-def _train(shard_dir: Path, out: Path, *launcher: str) -> list[str]:
-    return [*(launcher or (sys.executable,)), "-m", "r3fa.training", "--config", str(TRAIN_CONFIG),
+def _kill_at_first_checkpoint(command: list[str], run: Path, env: dict[str, str] | None = None) -> dict:
+    """Start a training run and SIGKILL it (torchrun's workers too) once it has written a step checkpoint;
+    returns that checkpoint's `train_state` (checked to be mid-epoch). Nothing of the run outlives the call."""
+    last = run / "checkpoints" / "last.pth"
+    proc = subprocess.Popen(command, env=env or ENV, cwd=PROJECT_ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the first step checkpoint"
+    position = load_checkpoint(last)["train_state"]
+    assert position["step"] > 0, "killed at an epoch boundary, not mid-epoch"
+    assert not (run / "model.pth").exists()
+    return position
+
+
+def _train(shard_dir: Path, out: Path, *launcher: str, config: Path = TRAIN_CONFIG) -> list[str]:
+    return [*(launcher or (sys.executable,)), "-m", "r3fa.training", "--config", str(config),
             "--shards", str(shard_dir), "--out", str(out), "--no-progress"]  # fmt: skip
 
 
@@ -80,16 +110,7 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(shard_dir: Path, reference: Path, tmp_path: Path) -> None:
     killed = tmp_path / "killed"
-    last = killed / "checkpoints" / "last.pth"
-    proc = subprocess.Popen(_train(shard_dir, killed), env=ENV, cwd=PROJECT_ROOT)
-    while not last.exists() and proc.poll() is None:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before the first step checkpoint"
-    position = load_checkpoint(last)["train_state"]
-    assert position["step"] > 0, "killed at an epoch boundary, not mid-epoch"
-    assert not (killed / "model.pth").exists()
-
+    _kill_at_first_checkpoint(_train(shard_dir, killed), killed)
     _run(_train(shard_dir, killed))
     expected, resumed = load_checkpoint(reference / "model.pth"), load_checkpoint(killed / "model.pth")
     assert expected["state_dict"].keys() == resumed["state_dict"].keys()
@@ -102,8 +123,7 @@ def test_two_process_ddp_splits_each_epoch_and_validates_on_everything(shard_dir
     cfg = load_config(TRAIN_CONFIG, TrainConfig)
     counts = json.loads((shard_dir / "manifest.json").read_text())["counts"]["by_split"]
     out = tmp_path / "ddp"
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
-    _run(_train(shard_dir, out, *torchrun))
+    _run(_train(shard_dir, out, *TORCHRUN_2))
 
     steps = counts["train"] // 2 // (cfg.batch_size // 2)  # each rank: floor(N / W) samples, B / W per step
     rows = _metrics(out)
