@@ -281,7 +281,8 @@ def _build(
     needed = {cut.locations[spec.key][0] for shard in todo for spec in shard.samples}
     missing = [p for p in parts if p.name in needed and not PartFiles.of(out, p.name).data.is_file()]
     if missing:  # a finished build whose record files were deleted, then a shard lost: make them again
-        run(partial(make_part, config=config, out_dir=out, stamp=stamp), missing, names=[f"part-{p.name}" for p in missing])
+        run(partial(make_part, config=config, out_dir=out, stamp=stamp), missing,
+            names=[f"part-{p.name}" for p in missing])  # fmt: skip
     total = plan.n_samples + len(cut.delivered)
     finished = plan.n_samples + len(cut.delivered) - sum(len(s.samples) for s in todo)
     report(finished, total)

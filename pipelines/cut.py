@@ -124,7 +124,9 @@ def _count(cut: Cut, plan: Plan, keep: set[str], outcome: dict) -> None:
                 total.update(c)
         target = plan.target(stage)
         cut.by_stage[name] = {"target": target, **{f: total[f] for f in fields}}
-    cut.by_source = {f"{source}/{STAGE_NAMES[stage]}": {f: c[f] for f in fields} for (source, stage), c in sorted(per.items())}
+    cut.by_source = {
+        f"{source}/{STAGE_NAMES[stage]}": {f: c[f] for f in fields} for (source, stage), c in sorted(per.items())
+    }
 
 
 def check_shortfall(config: MixConfig, cut: Cut) -> None:

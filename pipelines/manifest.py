@@ -100,11 +100,15 @@ def _yaw_bins(yaw: np.ndarray) -> Counter:
     return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
 
 
-def input_counts(plan: Plan, accepted_items: set[str], surplus_items: set[str] = frozenset()) -> dict[str, dict[str, int]]:
+def input_counts(
+    plan: Plan, accepted_items: set[str], surplus_items: set[str] = frozenset()
+) -> dict[str, dict[str, int]]:
     """Per source: `inputs` discovered, `accepted` (items with at least one sample in the set, by item key),
     `surplus` (items with candidates made but all cut as surplus) and `rejected` (inputs set aside while
     discovering, and items none of whose candidates was made), so that `inputs == accepted + rejected + surplus`."""
-    counts = {source: {"inputs": n, "accepted": 0, "rejected": 0, "surplus": 0} for source, n in plan.inputs_by_source().items()}
+    counts = {
+        source: {"inputs": n, "accepted": 0, "rejected": 0, "surplus": 0} for source, n in plan.inputs_by_source().items()
+    }
     for rejection in plan.rejected:
         counts[rejection.source]["rejected"] += 1
     for item in plan.items:

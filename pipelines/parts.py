@@ -19,6 +19,7 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pipelines.mix import MixConfig
 from pipelines.plan import PartSpec
@@ -107,15 +108,20 @@ def entry_rejection(entry: list) -> Rejection | None:
 
 
 class PartReader:
-    """Read encoded samples by (part name, offset, length), keeping each part file open once."""
+    """Read encoded samples by (part name, offset, length), keeping at most `max_open` part files open (a
+    680k build has ~1,900 parts and a shard draws from all of them; the least recently opened is closed)."""
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, max_open: int = 256):
         self.out_dir = Path(out_dir)
-        self._open: dict[str, object] = {}
+        self.max_open = max_open
+        self._open: dict[str, BinaryIO] = {}
 
     def read(self, part: str, offset: int, length: int) -> EncodedSample:
+        """The encoded sample stored at `offset` (`length` bytes) of the part's record file."""
         fh = self._open.get(part)
         if fh is None:
+            if len(self._open) >= self.max_open:
+                self._open.pop(next(iter(self._open))).close()
             fh = self._open[part] = open(PartFiles.of(self.out_dir, part).data, "rb")
         fh.seek(offset)
         data = fh.read(length)

@@ -128,9 +128,10 @@ class Plan:
         for spec in self.candidates:
             by_item.setdefault(spec.item.key, []).append(spec)
         groups = list(by_item.values())
+        starts = range(0, len(groups), sources_per_part)
         return [
-            PartSpec(f"{name}-part-{index:06d}", index, tuple(s for group in groups[start : start + sources_per_part] for s in group))
-            for index, start in enumerate(range(0, len(groups), sources_per_part))
+            PartSpec(f"{name}-part-{index:06d}", index, tuple(s for g in groups[start : start + sources_per_part] for s in g))
+            for index, start in enumerate(starts)
         ]
 
 
@@ -186,7 +187,9 @@ def _augment_specs(config: MixConfig, items: list[SourceItem]) -> list[SampleSpe
     specs = [(items[i], copy, int(rank)) for (i, copy), rank in zip(primary, ranks)]
     specs += [(items[i], copy, len(primary) + j) for j, (i, copy) in enumerate(reserve)]
     split = {item.key: split_of(item.subject_id, config.val_fraction) for item in items}
-    return [SampleSpec(f"{item.key}_a{copy}", item, "augment", copy, 0.0, split[item.key], rank) for item, copy, rank in specs]
+    return [
+        SampleSpec(f"{item.key}_a{copy}", item, "augment", copy, 0.0, split[item.key], rank) for item, copy, rank in specs
+    ]
 
 
 def _synthesis_specs(config: MixConfig, items: list[SourceItem]) -> list[SampleSpec]:

@@ -291,7 +291,8 @@ def _check_stages(manifest: dict) -> list[str]:
     delivered = {"real": counts["samples"] - counts["synthetic"], "synthetic": counts["synthetic"]}
     for name, n in delivered.items():
         if name in stages and stages[name]["delivered"] != n:
-            problems.append(f"manifest: counts.by_stage.{name}.delivered {stages[name]['delivered']}, the set holds {n}")
+            problems.append(f"manifest: counts.by_stage.{name}.delivered {stages[name]['delivered']}, "
+                            f"the set holds {n}")  # fmt: skip
     tolerance = manifest["config"].get("target_tolerance", 0.0)
     for name, c in stages.items():
         if c["target"] is not None and not (1.0 - tolerance) * c["target"] <= c["delivered"] <= c["target"]:
@@ -314,7 +315,8 @@ def _check_rejected(out: Path, manifest: dict, keys: set[str]) -> list[str]:
         return [f"{manifest['rejected_file']}: unreadable ({type(err).__name__}: {err})"]
     problems = []
     if len(rejected) != manifest["counts"]["rejected"]:
-        problems.append(f"{manifest['rejected_file']}: {len(rejected)} rows, counts.rejected is {manifest['counts']['rejected']}")
+        problems.append(f"{manifest['rejected_file']}: {len(rejected)} rows, counts.rejected is "
+                        f"{manifest['counts']['rejected']}")  # fmt: skip
     both = sorted(keys.intersection(rejected))
     if both:
         problems.append(f"{manifest['rejected_file']}: {len(both)} rejected key(s) are also samples, e.g. {both[0]}")

@@ -7,6 +7,7 @@ once however many records it gives."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 
 import pipelines.samples
 from pipelines.build import build_shards
+from pipelines.parts import PartReader
 from pipelines.verify import verify_shard_set
 
 
@@ -33,7 +35,8 @@ def fixed_code_version() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    mix = {"name": "twophase", "sources": [{"kind": "aflw2000_3d", "root": str(data_root / "aflw2000_3d"), "limit": 12}],
+    source = {"kind": "aflw2000_3d", "root": str(data_root / "aflw2000_3d"), "limit": 12}
+    mix = {"name": "twophase", "sources": [source],
            "augmentation": {"copies_per_image": 2.5}, "synthesis": {"count": 5}, "seed": 3, "val_fraction": 0.3,
            "samples_per_shard": 7}  # fmt: skip
     path = tmp_path_factory.mktemp("mix") / "twophase.yaml"
@@ -66,6 +69,11 @@ def test_record_files_are_deleted_unless_kept(config: Path, reference: Path, tmp
     build_shards(config, tmp_path / "kept", workers=0, sources_per_part=5, keep_parts=True)
     assert len(list((tmp_path / "kept").glob("parts/*.bin"))) == 3
     assert _hashes(tmp_path / "kept", "*.tar") == _hashes(reference, "*.tar")
+    made = [(index.stem, entry) for index in sorted((tmp_path / "kept").glob("parts/*.json"))
+            for entry in json.loads(index.read_text())["entries"] if len(entry) == 3]  # fmt: skip
+    made = made[::2] + made[1::2][::-1]  # jump between parts
+    with PartReader(tmp_path / "kept", max_open=1) as reader:  # each jump closes the other part's file
+        assert [reader.read(part, offset, length).key for part, (_, offset, length) in made] == [e[0] for _, e in made]
 
 
 def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: Path, reference: Path,

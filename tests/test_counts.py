@@ -84,7 +84,8 @@ def test_targets_are_delivered_exactly(exact: tuple[Path, object]) -> None:
     for c in [*counts["by_stage"].values(), *counts["by_source_stage"].values()]:
         assert c["planned"] == c["delivered"] + c["rejected"] + c["surplus"]
     rejected = pq.read_table(out / "rejections" / "rejected.parquet").num_rows
-    assert rejected == counts["rejected"] == counts["by_stage"]["real"]["rejected"] + counts["by_stage"]["synthetic"]["rejected"]
+    stages = counts["by_stage"]
+    assert rejected == counts["rejected"] == stages["real"]["rejected"] + stages["synthetic"]["rejected"]
     assert verify_shard_set(out) == []
 
 
@@ -98,7 +99,7 @@ def test_verify_catches_counts_that_do_not_add_up(exact: tuple[Path, object], tm
     assert any("by_stage.synthetic" in problem for problem in verify_shard_set(copy))
 
 
-def test_a_rebuild_with_another_reserve_keeps_the_counts(source: Path, exact: tuple[Path, object], tmp_path: Path) -> None:
+def test_a_rebuild_with_another_reserve_keeps_the_counts(source: Path, tmp_path: Path) -> None:
     config = _mix(source, synthesis={"count": 1}, targets={"real": 25, "synthetic": 6}, reserve_fraction=0.8)
     summary = build_shards(config, tmp_path / "more", workers=0)
     assert summary.samples == 31 and summary.counts["synthetic"] == 6
