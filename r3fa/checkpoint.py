@@ -3,7 +3,8 @@
 A checkpoint is a dict of plain types and tensors. Every r3fa checkpoint carries what is needed to use
 the model without its training run: `format`, `model` {`name`, `kwargs`}, `state_dict`, `whitening`
 (`Whitening.to_dict()`), `crop_convention`, and `meta` (dataset manifest hash, code version, ...).
-Training checkpoints add `train_state` (optimiser, scheduler, loader position, epoch, step, RNG).
+Training checkpoints add `train_state` (optimiser, scheduler, epoch, step, `samples_consumed` of the epoch,
+`sample_order`: what fixes the order, so that a run resumes on any world size or loader kind, RNG).
 
 Nothing broken is ever written: `save_checkpoint` refuses a payload whose `state_dict` holds a NaN or an
 infinity (`NonFiniteCheckpointError`), so a diverged run cannot leave a `model.pth` or a `last.pth` behind.
