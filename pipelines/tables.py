@@ -118,6 +118,28 @@ def write_table(path: str | Path, rows: Sequence[dict], table: str) -> None:
         pq.write_table(arrow, fh, compression="zstd", row_group_size=max(1, len(rows)))
 
 
+class TableWriter:
+    """Write rows of "samples" or "rejected" to a Parquet file atomically, one row group per `write` call, so
+    that a large table never sits in memory whole: `with TableWriter(path, "samples") as w: w.write(rows)`."""
+
+    def __init__(self, path: str | Path, table: str):
+        self.schema = arrow_schema(table)
+        self._file = atomic_writer(path)
+        self._writer = pq.ParquetWriter(self._file.__enter__(), self.schema, compression="zstd")
+
+    def write(self, rows: Sequence[dict]) -> None:
+        """Append `rows` as one row group (nothing for no rows)."""
+        if rows:
+            self._writer.write_table(_to_table(rows, self.schema), row_group_size=len(rows))
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()
+        self._file.__exit__(*exc)
+
+
 def read_table(paths: Sequence[str | Path], table: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Concatenate Parquet files of one kind, checking their schema version."""
     schema = arrow_schema(table)

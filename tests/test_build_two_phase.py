@@ -97,3 +97,21 @@ def test_each_source_is_decoded_once(config: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(pipelines.samples, "load_source_sample", counting)
     summary = build_shards(config, tmp_path / "once", workers=0)
     assert len(loads) == len(set(loads)) == 12 and summary.planned > 30
+
+
+def test_parquet_row_groups_keep_the_tables(config: Path, reference: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Phase 2 writes a shard's Parquet in row groups (flat memory); the rows are those of one big group."""
+    import pyarrow.parquet as pq
+
+    import pipelines.shard
+
+    monkeypatch.setattr(pipelines.shard, "ROW_GROUP_ROWS", 3)
+    out = tmp_path / "groups"
+    build_shards(config, out, workers=0, sources_per_part=5)
+    assert verify_shard_set(out) == []
+    assert _hashes(out, "*.tar") == _hashes(reference, "*.tar")
+    for table in sorted(reference.glob("*.parquet")):
+        grouped = pq.ParquetFile(out / table.name)
+        assert grouped.metadata.num_row_groups == -(-grouped.metadata.num_rows // 3)
+        assert grouped.read().to_pylist() == pq.read_table(table).to_pylist()
