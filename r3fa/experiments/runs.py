@@ -5,8 +5,8 @@ The order is the point. `select_epoch` reads the run's `metrics.csv` (its `val_n
 shard set's own val split, drawn from the training fold) and nothing else; only then is the benchmark loaded,
 once, for the chosen checkpoint. The evaluation images therefore cannot influence which weights are reported.
 
-A finished run leaves `done.json` (the hash of its resolved training config, shard set and evaluation
-settings, the chosen epoch and its protocol numbers): a second call with the same hash returns it without
+A finished run leaves `done.json` (`run_digest`: the hash of its resolved training config, the shard set's
+content and the evaluation settings; the chosen epoch and its protocol numbers): a second call with the same hash returns it without
 training. A run folder that holds another config's run is refused rather than mixed.
 """
 
@@ -59,6 +59,19 @@ def select_epoch(metrics_csv: str | Path) -> tuple[int, float]:
     return min(finite, key=lambda row: row[1])
 
 
+def run_digest(train_cfg: TrainConfig, shard_dir: Path, target: EvalTarget) -> str:
+    """What makes two runs the same: the training config's non-default fields, the shard set's content (every
+    shard's file, count and sha256 from its manifest) and the evaluation target.
+
+    Defaults are left out so that a field added to `TrainConfig` later, with the old behaviour as its default,
+    does not invalidate finished runs; the shard set is identified by its bytes, not by the builder's config
+    schema, so a rebuild that writes the same shards is the same data.
+    """
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    shards = sorted((e["file"], e["count"], e["sha256"]) for e in manifest["shards"])
+    return config_hash(train_cfg.model_dump(mode="json", exclude_defaults=True), shards, target.__dict__)
+
+
 def run_one(
     train_cfg: TrainConfig, shard_dir: Path, run_dir: Path, target: EvalTarget, label: str, progress: bool = False
 ) -> dict:
@@ -79,8 +92,7 @@ def run_one(
     Raises:
         UserError: `run_dir` holds a run of a different config, or the run diverged.
     """
-    manifest = json.loads((shard_dir / "manifest.json").read_text())
-    digest = config_hash(train_cfg, manifest.get("inputs"), manifest.get("config"), target.__dict__)
+    digest = run_digest(train_cfg, shard_dir, target)
     done_path = run_dir / DONE
     if done_path.is_file():
         done = json.loads(done_path.read_text())
