@@ -105,21 +105,28 @@ def publish_figures(
 
 
 def publish_evaluation(
-    eval_dir: str | Path, key: str, title: str, extra: Mapping[str, Figure] | None = None
+    eval_dir: str | Path, key: str, title: str, comparison: Mapping[str, str | Path] | None = None
 ) -> UUID:
-    """Publish an evaluation folder: its NME table (Table-1 layout, from `nme.json`) and its figures.
+    """Publish an evaluation folder: its NME table (Table-1 layout) and its figures.
 
     Args:
         eval_dir: a folder written by `r3fa.evaluation.evaluate` (a missing file is named, not fatal).
         key: the artifact key.
         title: the artifact's heading.
-        extra: more figures after the folder's own (e.g. the comparison CED).
+        comparison: the files of `r3fa.evaluation.write_comparison` for this run and others (`table`, `ced`,
+            `ced_bins`): their table replaces the run's own, their CEDs follow the run's figures.
     """
     eval_dir = Path(eval_dir)
     report = eval_dir / "nme.json"
-    intro = markdown_table([json.loads(report.read_text())]) if report.is_file() else "*(no nme.json)*\n"
-    figures = {name: eval_dir / file for name, file in EVALUATION_FIGURES.items()}
-    return publish_figures(key, title, {**figures, **(extra or {})}, f"NME table and figures of {eval_dir}", intro)
+    if comparison:
+        intro = Path(comparison["table"]).read_text()
+    else:
+        intro = markdown_table([json.loads(report.read_text())]) if report.is_file() else "*(no nme.json)*\n"
+    figures: dict[str, Figure] = {name: eval_dir / file for name, file in EVALUATION_FIGURES.items()}
+    if comparison:
+        figures["CED of the compared runs"] = comparison["ced"]
+        figures["CED of the compared runs per |yaw| bin"] = comparison["ced_bins"]
+    return publish_figures(key, title, figures, f"NME table and figures of {eval_dir}", intro)
 
 
 def publish_training_curves(history: Sequence[dict], out_dir: str | Path, key: str = "train-figures") -> UUID:
