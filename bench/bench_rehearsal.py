@@ -128,6 +128,8 @@ def _json_stage(name: str, result: dict) -> dict:
         payload = json.loads(text)
     except json.JSONDecodeError:
         payload = json.loads(text.strip().splitlines()[-1])
+    if "self_peak_mb" in payload:
+        result["driver_peak_mb"] = max(result["driver_peak_mb"], payload.pop("self_peak_mb"))
     return {**result, "result": payload}
 
 
@@ -307,8 +309,9 @@ def main() -> None:
             "duckdb": lambda: stage_duckdb(args.out),
             "loader": lambda: stage_loader(args.out, args.loader, args.batch_size, args.threads),
         }
-        print(json.dumps(children[args.stage]()))
-        return
+        result = children[args.stage]()
+        print(json.dumps({**result, "self_peak_mb": round(_memory_mb(os.getpid())[1])}))  # short stages: the sampler
+        return  # may see them only at start-up
 
     if (args.out / "manifest.json").exists():
         raise SystemExit(f"{args.out} holds a build already; choose a new --out (the rehearsal measures a fresh build)")
