@@ -27,6 +27,18 @@ _INNER_LIPS = [64, 63, 62, 61, 60, 67, 66, 65]
 IBUG68_FLIP: np.ndarray = np.array(_JAW + _BROWS + _NOSE + _EYES + _OUTER_LIPS + _INNER_LIPS, dtype=np.int64)
 
 _MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+_SOLVERS: dict[int, tuple[MorphableModel, np.ndarray, np.ndarray]] = {}  # id(model) -> (model, basis, pinv)
+
+
+def _solver(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
+    """The model's (basis, pseudo-inverse of the least-squares design), computed once per model object (the
+    model is kept with them, so its id is not reused while cached; models are few and long-lived)."""
+    cached = _SOLVERS.get(id(model))
+    if cached is None or cached[0] is not model:
+        basis = np.concatenate([model.shape_basis, model.exp_basis], axis=1).astype(np.float64)
+        design = np.concatenate([basis, np.tile(np.eye(3), (model.num_vertices, 1))], axis=1)
+        cached = _SOLVERS[id(model)] = (model, basis, np.linalg.pinv(design))
+    return cached[1], cached[2]
 
 
 def mirror_coefficients(
@@ -44,11 +56,10 @@ def mirror_coefficients(
         `diag(-1, 1, 1) V[:, IBUG68_FLIP]`, where V is the face of (shape, exp); `offset` (..., 3) absorbs the
         model mean's small asymmetry about x = 0 and belongs to the pose's translation.
     """
-    basis = np.concatenate([model.shape_basis, model.exp_basis], axis=1).astype(np.float64)
+    basis, pinv = _solver(model)
     coeffs = np.concatenate([np.asarray(shape, np.float64), np.asarray(exp, np.float64)], axis=-1)
     mean = model.mean.astype(np.float64)
     face = (mean + coeffs @ basis.T).reshape(*coeffs.shape[:-1], -1, 3)  # (..., 68, 3)
     target = (face[..., IBUG68_FLIP, :] @ _MIRROR_X).reshape(-1, mean.size)  # x,y,z interleaved, one row a face
-    design = np.concatenate([basis, np.tile(np.eye(3), (model.num_vertices, 1))], axis=1)
-    solution = np.linalg.lstsq(design, (target - mean).T, rcond=None)[0].T.reshape(*coeffs.shape[:-1], -1)
+    solution = ((target - mean) @ pinv.T).reshape(*coeffs.shape[:-1], -1)
     return solution[..., :SHAPE_DIM], solution[..., SHAPE_DIM : SHAPE_DIM + EXP_DIM], solution[..., SHAPE_DIM + EXP_DIM :]
