@@ -9,6 +9,8 @@ y_image = H + 1 - y (DESIGN §2), so the image-frame affine is [sR | t] with its
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from r3fa.crop import CROP_SIZE, CropConvention, crop_to_image
@@ -26,6 +28,19 @@ def image_frame_affine(pose_para: np.ndarray, image_height: int) -> np.ndarray:
     affine[1] = -affine[1]
     affine[1, 3] += image_height + 1
     return affine
+
+
+@lru_cache(maxsize=None)
+def _crop_to_model(convention: CropConvention) -> np.ndarray:
+    """The convention's crop_to_model as a 4x4 affine, read off its action on the unit points (once per
+    convention: a label is made per record). Read-only, as it is shared."""
+    probe = np.concatenate([np.zeros((3, 1)), np.eye(3)], axis=1)
+    mapped = convention.crop_to_model(probe)
+    to_model = np.eye(4)
+    to_model[:3, 3] = mapped[:, 0]
+    to_model[:3, :3] = mapped[:, 1:] - mapped[:, :1]
+    to_model.flags.writeable = False
+    return to_model
 
 
 def crop_frame_params(
@@ -46,13 +61,7 @@ def crop_frame_params(
     kx, ky = size / (ex - sx), size / (ey - sy)
     kz = 1.0 / ((1 / kx + 1 / ky) / 2)
     to_crop = np.array([[kx, 0, 0, -sx * kx], [0, ky, 0, -sy * ky], [0, 0, kz, 0], [0, 0, 0, 1]])
-    # the convention's crop_to_model as a 4x4 affine, read off its action on the unit points
-    probe = np.concatenate([np.zeros((3, 1)), np.eye(3)], axis=1)
-    mapped = convention.crop_to_model(probe)
-    to_model = np.eye(4)
-    to_model[:3, 3] = mapped[:, 0]
-    to_model[:3, :3] = mapped[:, 1:] - mapped[:, :1]
-    full = to_model @ to_crop @ np.vstack([np.asarray(image_affine, np.float64), [0, 0, 0, 1]])
+    full = _crop_to_model(convention) @ to_crop @ np.vstack([np.asarray(image_affine, np.float64), [0, 0, 0, 1]])
     return compose(full[:3], np.asarray(shape)[:SHAPE_DIM], np.asarray(expression)[:EXP_DIM])
 
 
