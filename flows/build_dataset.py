@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.figures import publish_shard_sheet
 from flows.retry import retry_transient
 from pipelines.build import BuildSummary, build_shards
 
@@ -45,5 +46,6 @@ def build_dataset_flow(config: str, out_dir: str, workers: int = 2, scheduler: s
         markdown=f"# Shard set `{summary.out_dir}`\n\n{summary}\n\n- manifest: `{summary.out_dir / 'manifest.json'}`\n",
         description=f"shard set of {config}",
     )
+    publish_shard_sheet(summary.out_dir)
     print(summary)
     return {"out_dir": str(summary.out_dir), "summary": str(summary), "counts": summary.counts}

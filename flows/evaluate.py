@@ -20,6 +20,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.figures import publish_evaluation
 from flows.retry import retry_transient
 from r3fa.benchmarks import load_benchmark
 from r3fa.evaluation import MeanParamsPredictor, load_run, write_comparison
@@ -115,5 +116,6 @@ def evaluate_flow(
         ),
         description="where the evaluation's files are",
     )
+    publish_evaluation(out_dir, artifact_key(benchmark, label, "figures"), headline, comparison if others else None)
     print(headline)
     return {**run, "comparison": comparison}

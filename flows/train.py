@@ -26,6 +26,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
+from flows.figures import publish_training_curves
 from flows.retry import retry_transient
 from r3fa.config import load_config
 from r3fa.train_config import TrainConfig
@@ -94,6 +95,7 @@ def train_flow(
         ),
         description="where the trained model and its logs are",
     )
+    publish_training_curves(result.history, result.out_dir)
     return {
         "model_path": str(result.model_path),
         "metrics_path": str(result.metrics_path),

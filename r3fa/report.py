@@ -180,7 +180,7 @@ def plot_ced(
 
 
 def plot_ced_bins(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path) -> Path:
-    """One CED panel per |yaw| bin (0-30, 30-60, 60-90 degrees), the same x axis on all three.
+    """One CED panel per |yaw| bin (0-30, 30-60, 60-90 degrees), one below the other on the same x axis.
 
     Args:
         curves: (label, per-image NME as fractions, per-image yaw in degrees) for each run.
@@ -191,11 +191,12 @@ def plot_ced_bins(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: st
     """
     binned = [(label, np.asarray(nme_values, np.float64), yaw_bin(yaw)) for label, nme_values, yaw in curves]
     limit = ced_limit([values[bins == k] for _, values, bins in binned for k in range(len(BIN_NAMES))])
-    fig, axes = _pyplot().subplots(1, len(BIN_NAMES), figsize=(15, 4.5), dpi=110, sharey=True)
+    fig, axes = _pyplot().subplots(len(BIN_NAMES), 1, figsize=(6.5, 11), dpi=110, sharex=True)  # one below the other
     for k, (ax, name) in enumerate(zip(axes, BIN_NAMES)):
         _draw_ced(ax, [(label, values[bins == k]) for label, values, bins in binned], limit)
         counts = " / ".join(dict.fromkeys(str(int((bins == k).sum())) for _, _, bins in binned))
         ax.set_title(f"|yaw| {name} degrees ({counts} images)", fontsize=9)
+        ax.label_outer()  # the shared NME axis is labelled once, under the last panel
     return _save(fig, path)
 
 
