@@ -19,7 +19,7 @@ from flows.settings import DEFAULT_HOME, prefect_settings
 from r3fa.report import COLUMNS, table_rows
 
 
-def _prefect_environment() -> None:
+def prefect_environment() -> None:
     """Project-local Prefect home, no telemetry, and the embedded backend unless a server is configured."""
     home = Path(os.environ.get("PREFECT_HOME", DEFAULT_HOME))
     home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level (its SQLite file lives here)
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(Path("configs/demo.yaml"), "--config", help="pipeline config (configs/demo.yaml)"),
     ) -> None:
         """Build the demo shard set, train on it, evaluate on the held-out fold; print the NME table."""
-        _prefect_environment()
+        prefect_environment()
         from flows.pipeline import PipelineConfig, pipeline_flow
         from r3fa.config import load_config
 

@@ -15,9 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.demo import _prefect_environment
-from r3fa.experiments.comparison import COLUMNS
-from r3fa.experiments.config import load_experiment
+from cli.demo import prefect_environment
 
 
 class OutputFormat(str, Enum):
@@ -27,6 +25,8 @@ class OutputFormat(str, Enum):
 
 def report_table(report: dict) -> Table:
     """Mean NME over seeds with its interval, and the paired difference to the reference, per variant."""
+    from r3fa.experiments.comparison import COLUMNS  # scipy and torch: imported when the command runs, not by `r3fa`
+
     pct = f"{report['confidence']:.0%}"
     table = Table(title=f"experiment {report['experiment']}: NME (%) [{pct} interval over seeds]; "
                         f"vs {report['reference']}: difference [{pct} paired bootstrap]")  # fmt: skip
@@ -65,8 +65,10 @@ def register(app: typer.Typer) -> None:
 
             r3fa experiment configs/experiments/ablation.yaml --out runs/experiments/ablation
         """
+        from r3fa.experiments.config import load_experiment  # torch: only when this command runs
+
         load_experiment(config, out)  # a grid that cannot run is one line here, before Prefect starts
-        _prefect_environment()
+        prefect_environment()
         from flows.experiment import experiment_flow
 
         result = experiment_flow(str(config), None if out is None else str(out))
