@@ -28,7 +28,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import attrgetter
 from pathlib import Path
 
 import cv2
@@ -200,31 +199,42 @@ def group_files(
         recursive: also look in sub-folders (the audit); the builder's sources list one folder each.
         exclude: files for which this returns True are not listed (300W-LP's side landmark files).
     """
-    found: dict[Path, tuple[list[Path], list[Path]]] = {}
-    for path in _listed_files(Path(folder), recursive):
-        if exclude and exclude(path):
+    found: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}  # stem path parts -> image, annotation names
+    for directory, parts, name in _listed_files(Path(folder), recursive):
+        dot = name.rfind(".")  # pathlib's suffix rule
+        stem, suffix = (name[:dot], name[dot:].lower()) if 0 < dot < len(name) - 1 else (name, "")
+        if suffix not in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX) or (exclude and exclude(directory / name)):
             continue
-        images, annotations = found.setdefault(path.with_suffix(""), ([], []))
-        (annotations if path.suffix.lower() == ANNOTATION_SUFFIX else images).append(path)
-    by_parts = attrgetter("parts")  # Path order, with each path's parts computed once (the sort's hot spot)
-    return [
-        FileGroup(stem, tuple(sorted(found[stem][0], key=by_parts)), tuple(sorted(found[stem][1], key=by_parts)))
-        for stem in sorted(found, key=by_parts)
-    ]
+        images, annotations = found.setdefault((*parts, stem), ([], []))
+        (annotations if suffix == ANNOTATION_SUFFIX else images).append(name)
+    groups = []
+    for key in sorted(found):  # the order of the stems' Paths (parts order), without Path objects per file
+        directory, (images, annotations) = Path(*key[:-1]), found[key]
+        groups.append(FileGroup(directory / key[-1], tuple(directory / n for n in sorted(images)),
+                                tuple(directory / n for n in sorted(annotations))))  # fmt: skip
+    return groups
 
 
-def _listed_files(folder: Path, recursive: bool) -> Iterator[Path]:
-    """The entries of `folder` with an image or annotation suffix that are not folders (symlinks followed, a
-    dangling one kept). One folder is read with `os.scandir`, whose entries answer `is_dir` without a stat."""
-    suffixes = (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX)
+def _listed_files(folder: Path, recursive: bool) -> Iterator[tuple[Path, tuple[str, ...], str]]:
+    """(folder, its path parts, name) of each entry under `folder` that is not a folder (symlinks followed, a
+    dangling one kept; recursively, only image and annotation names are looked at). One folder is read with `os.scandir`, whose entries answer `is_dir` without a stat."""
     if recursive:
-        yield from (p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not p.is_dir())
+        listed = (p for p in folder.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX))
+        yield from ((p.parent, p.parent.parts, p.name) for p in listed if not p.is_dir())
         return
+    parts = folder.parts
     with os.scandir(folder) as entries:
         for entry in entries:
-            path = folder / entry.name
-            if path.suffix.lower() in suffixes and not entry.is_dir():
-                yield path
+            if not _is_dir(entry, folder):
+                yield folder, parts, entry.name
+
+
+def _is_dir(entry: os.DirEntry, folder: Path) -> bool:
+    """`entry.is_dir()`, with `Path.is_dir`'s answer where that raises (a symlink loop is "not a folder")."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return (folder / entry.name).is_dir()
 
 
 def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], SourceItem], source: str) -> list[Input]:
