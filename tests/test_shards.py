@@ -212,3 +212,14 @@ def test_pandas_reads_the_glob_as_documented(shard_set: Path, manifest: dict) ->
     pd = pytest.importorskip("pandas")
     frame = pd.concat(map(pd.read_parquet, sorted(glob.glob(f"{shard_set}/*.parquet"))))
     assert len(frame) == manifest["counts"]["samples"] and frame["yaw"].notna().all()
+
+
+@pytest.mark.parametrize("name,size", [("a.jpg", 1), ("k" * 60 + ".json", 12345), ("é" * 40 + ".x", 511),
+                                       ("z" * 100, 8**11 - 1), ("d/" * 60 + "q", 3)])  # fmt: skip
+def test_tar_header_is_tarfile_s(name, size):
+    """The writer's direct ustar header is byte for byte the one `tarfile` makes (long names take its path)."""
+    import tarfile
+
+    from pipelines.writer import _tar_info, tar_header
+
+    assert tar_header(name, size) == _tar_info(name, size).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
