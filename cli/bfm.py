@@ -17,6 +17,7 @@ from r3fa.morphable import MODEL_NAMES, MorphableModel, build_from_3ddfa
 
 app = typer.Typer(
     help="3D morphable-model assets (.npz): build them from the 3DDFA release files, inspect them.",
+    epilog="Example:\n\nr3fa bfm info assets/grid4096.npz",
     no_args_is_help=True,
 )
 

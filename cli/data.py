@@ -16,7 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Lay out stand-in source trees (300W-LP-shaped, from AFLW2000-3D).", no_args_is_help=True)
+app = typer.Typer(
+    help="Lay out stand-in source trees (300W-LP-shaped, from AFLW2000-3D).",
+    epilog="Example:\n\nr3fa data standin-300wlp --images 1000 --out /tmp/r3fa-standin/300W_LP-1k",
+    no_args_is_help=True,
+)
 
 
 class OutputFormat(str, Enum):

@@ -40,7 +40,7 @@ def nme_table(reports: list[dict]) -> Table:
 def register(app: typer.Typer) -> None:
     """Add the top-level `demo` command."""
 
-    @app.command()
+    @app.command(epilog="Example:\n\nr3fa demo --config configs/demo.yaml")
     def demo(
         config: Path = typer.Option(Path("configs/demo.yaml"), "--config", help="pipeline config (configs/demo.yaml)"),
     ) -> None:

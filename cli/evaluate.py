@@ -82,4 +82,10 @@ def eval_command(
 
 def register(app: typer.Typer) -> None:
     """Adds the top-level `eval` command."""
-    app.command("eval")(eval_command)
+    app.command(
+        "eval",
+        epilog="Examples:\n\n"
+        "r3fa eval --checkpoint ../shared/data/3ddfa_v2/weights/mb05_120x120.pth --model mobilenet_v1 "
+        "--benchmark aflw2000-3d --out runs/eval/3ddfa-v2\n\n"
+        "r3fa eval --checkpoint runs/demo/train/model.pth --benchmark aflw2000-3d --fold 1 --format json",
+    )(eval_command)

@@ -21,6 +21,7 @@ from r3fa.io import MAX_IMAGE_PIXELS
 
 app = typer.Typer(
     help="Labels from 300W-LP-format annotations (.jpg + .mat pairs): audit how well they reproduce the landmarks.",
+    epilog="Example:\n\nr3fa labels audit ../shared/data/aflw2000_3d --format json",
     no_args_is_help=True,
 )
 

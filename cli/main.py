@@ -91,6 +91,8 @@ def _version(value: bool) -> None:
 app = R3faApp(
     name="r3fa",
     help="Build R3FA training data, train MobDenseNet and evaluate NME on AFLW2000-3D / AFLW.",
+    epilog="Examples:\n\nr3fa demo\n\nr3fa predict ../shared/data/aflw2000_3d/image00002.jpg\n\n"
+    "Every command has its own examples: r3fa COMMAND --help",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,

@@ -14,7 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Inspect the model architectures (registry, size, MACs).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect the model architectures (registry, size, MACs).",
+    epilog="Example:\n\nr3fa model summary mobilenet_v1",
+    no_args_is_help=True,
+)
 
 
 class OutputFormat(str, Enum):
@@ -36,7 +40,7 @@ def _parse_kwargs(pairs: list[str]) -> dict:
     return kwargs
 
 
-@app.command("list")
+@app.command("list", epilog="Example:\n\nr3fa model list")
 def list_command() -> None:
     """Print the registered model names, one per line."""
     from r3fa.models import available
@@ -44,7 +48,10 @@ def list_command() -> None:
     typer.echo("\n".join(available()))
 
 
-@app.command("summary")
+@app.command(
+    "summary",
+    epilog="Examples:\n\nr3fa model summary mobilenet_v1\n\nr3fa model summary mobilenet_v1 --kw widen_factor=0.5 --format json",
+)
 def summary_command(
     name: str = typer.Argument(..., help="registry name (see `r3fa model list`)"),
     kw: list[str] = typer.Option([], "--kw", help="constructor argument key=value, repeatable (e.g. widen_factor=0.5)"),

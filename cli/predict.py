@@ -250,4 +250,10 @@ def predict_command(
 
 def register(app: typer.Typer) -> None:
     """Adds the top-level `predict` command."""
-    app.command("predict")(predict_command)
+    app.command(
+        "predict",
+        epilog="Examples:\n\n"
+        "r3fa predict ../shared/data/aflw2000_3d/image00002.jpg\n\n"
+        "r3fa predict ../shared/data/aflw2000_3d/image00002.jpg --format table --overlay overlay.png\n\n"
+        "r3fa predict ../shared/data/300w_lp_sample --mesh meshes/ --json-list",
+    )(predict_command)

@@ -16,7 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-app = typer.Typer(help="Build, verify and inspect WebDataset shard sets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build, verify and inspect WebDataset shard sets.",
+    epilog="Example:\n\nr3fa shards build configs/mix/test.yaml --out /tmp/shards/test --workers 0 "
+    "&& r3fa shards verify /tmp/shards/test",
+    no_args_is_help=True,
+)
 console = Console()
 
 

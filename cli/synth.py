@@ -7,10 +7,17 @@ from pathlib import Path
 import cv2
 import typer
 
-app = typer.Typer(help="Face profiling: synthesise rotated profile views of labelled faces.", no_args_is_help=True)
+app = typer.Typer(
+    help="Face profiling: synthesise rotated profile views of labelled faces.",
+    epilog="Example: r3fa synth preview IMAGE.jpg --mat IMAGE.mat (see r3fa synth preview --help)",
+    no_args_is_help=True,
+)
 
 
-@app.command()
+@app.command(
+    epilog="Example:\n\nr3fa synth preview ../shared/data/300w_lp_sample/IBUG_image_008_1_0.jpg "
+    "--mat ../shared/data/300w_lp_sample/IBUG_image_008_1_0.mat --yaw-steps 20,40 --out sheet.png"
+)
 def preview(
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="source image"),
     mat: Path = typer.Option(..., "--mat", exists=True, dir_okay=False, help="its 300W-LP-format .mat label"),

@@ -30,4 +30,11 @@ def train_command(
 
 def register(app: typer.Typer) -> None:
     """Add the top-level `train` command."""
-    app.command("train")(train_command)
+    app.command(
+        "train",
+        epilog="Examples:\n\n"
+        "r3fa shards build configs/mix/demo.yaml --out runs/shards/demo && "
+        "r3fa train --config configs/train/demo.yaml --shards runs/shards/demo --out runs/train/demo\n\n"
+        "torchrun --nproc-per-node 2 -m r3fa.training --config configs/train/demo.yaml --shards runs/shards/demo "
+        "--out runs/train/demo-ddp",
+    )(train_command)
