@@ -217,7 +217,8 @@ def group_files(
 
 def _listed_files(folder: Path, recursive: bool) -> Iterator[tuple[Path, tuple[str, ...], str]]:
     """(folder, its path parts, name) of each entry under `folder` that is not a folder (symlinks followed, a
-    dangling one kept; recursively, only image and annotation names are looked at). One folder is read with `os.scandir`, whose entries answer `is_dir` without a stat."""
+    dangling one kept; recursively, only image and annotation names are looked at). One folder is read with
+    `os.scandir`, whose entries answer `is_dir` without a stat."""
     if recursive:
         listed = (p for p in folder.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX))
         yield from ((p.parent, p.parent.parts, p.name) for p in listed if not p.is_dir())
