@@ -187,8 +187,11 @@ def flip_map() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- photometric ops
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+def _to_uint8(scratch: np.ndarray) -> np.ndarray:
+    """Round and clip a float image to uint8, in place in `scratch` (a temporary of the caller's)."""
+    np.rint(scratch, out=scratch)
+    np.clip(scratch, 0, 255, out=scratch)
+    return scratch.astype(np.uint8)
 
 
 def _color(crop: np.ndarray, op: ColorOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -217,7 +220,9 @@ def _blur(crop: np.ndarray, op: BlurOp, rng: np.random.Generator) -> tuple[np.nd
 
 def _noise(crop: np.ndarray, op: NoiseOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     std = float(rng.uniform(*op.std))
-    return _to_uint8(crop + rng.normal(0.0, std, size=crop.shape)), {"name": "noise", "std": std}
+    noise = rng.normal(0.0, std, size=crop.shape)
+    noise += crop
+    return _to_uint8(noise), {"name": "noise", "std": std}
 
 
 def _jpeg(crop: np.ndarray, op: JpegOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
