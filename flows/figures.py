@@ -8,19 +8,26 @@ artifact never bloats the server's database; a missing or unreadable figure is n
 of stopping the flow (the figure is a by-product, the numbers are not).
 
 One call per flow: `publish_evaluation` (an evaluation folder: its NME table, CED, per-|yaw|-bin CEDs, best
-and worst images), `publish_training_curves` (loss and validation NME per epoch) and `publish_shard_sheet`
-(a contact sheet of a shard set's samples, drawn in memory: the shard-set folder holds only the set).
+and worst images, optionally beside other runs via `compare_runs`), `publish_training_curves` (loss and
+validation NME per epoch) and `publish_shard_sheet` (a contact sheet of a shard set's samples, drawn in
+memory: the shard-set folder holds only the set). These are by-products, called after a flow's results are
+written and recorded: a failure in one is logged as a warning and never fails the flow.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from r3fa.report import markdown_table, plot_training_curves
 
@@ -37,6 +44,27 @@ MAX_EMBEDDED_BYTES = 400_000  # per figure, before base64
 MAX_EMBEDDED_SIDE = 1600  # pixels; larger images are scaled down before JPEG encoding
 JPEG_SIDES = (MAX_EMBEDDED_SIDE, 1000, 600)  # tried in turn, each at every quality, until one fits
 JPEG_QUALITIES = (90, 75, 60)
+
+
+Result = TypeVar("Result")
+
+
+def by_product(publish: Callable[..., Result]) -> Callable[..., Result | None]:
+    """Run `publish`; when it raises, log a warning (in the flow run's log when there is one) and return None."""
+
+    @functools.wraps(publish)
+    def tolerant(*args: Any, **kwargs: Any) -> Result | None:
+        try:
+            return publish(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 (a figure must never fail the flow whose results it shows)
+            try:
+                logger = get_run_logger()
+            except MissingContextError:
+                logger = logging.getLogger(__name__)
+            logger.warning("figures: %s skipped: %s: %s", publish.__name__, type(error).__name__, error)
+            return None
+
+    return tolerant
 
 
 def _jpeg(raw: bytes) -> bytes | None:
@@ -104,6 +132,18 @@ def publish_figures(
     )
 
 
+@by_product
+def compare_runs(runs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path] | None:
+    """`r3fa.evaluation.write_comparison` of evaluation folders into `out_dir`; None (nothing written) when a
+    folder lacks its `nme.json` or `errors.parquet` (e.g. an evaluation that refused a broken model)."""
+    from r3fa.evaluation import write_comparison  # the evaluation engine only where a comparison is drawn
+
+    if not all((Path(run) / name).is_file() for run in runs for name in ("nme.json", "errors.parquet")):
+        return None
+    return write_comparison(list(runs), out_dir)
+
+
+@by_product
 def publish_evaluation(
     eval_dir: str | Path, key: str, title: str, comparison: Mapping[str, str | Path] | None = None
 ) -> UUID:
@@ -129,12 +169,14 @@ def publish_evaluation(
     return publish_figures(key, title, figures, f"NME table and figures of {eval_dir}", intro)
 
 
+@by_product
 def publish_training_curves(history: Sequence[dict], out_dir: str | Path, key: str = "train-figures") -> UUID:
     """Plot a run's per-epoch metrics into `out_dir/curves.png` and publish it."""
     path = plot_training_curves(history, Path(out_dir) / "curves.png") if history else Path(out_dir) / "curves.png"
     return publish_figures(key, f"Training curves of {out_dir}", {"loss and validation NME per epoch": path})
 
 
+@by_product
 def publish_shard_sheet(shard_dir: str | Path, n: int = 24, seed: int = 0, key: str = "build-dataset-figures") -> UUID:
     """Publish a contact sheet of `n` random samples of a shard set, their stored landmarks drawn."""
     import cv2

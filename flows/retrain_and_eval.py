@@ -45,13 +45,13 @@ from prefect.tasks import exponential_backoff
 
 from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow, mean_params_task
-from flows.figures import publish_evaluation
+from flows.figures import compare_runs, publish_evaluation
 from flows.retry import retry_transient
 from flows.train import train_flow
 from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import make_plan
-from r3fa.evaluation import NonFiniteResultError, write_comparison
+from r3fa.evaluation import NonFiniteResultError
 from r3fa.provenance import code_version
 from r3fa.paths import PROJECT_ROOT
 from r3fa.promotion import Candidate, Decision, Gate, promote_if_better, promoted_entry
@@ -244,9 +244,7 @@ def retrain_and_eval_flow(
     )
     decision = promote_task(str(registry_path), candidate, Gate(baseline_margin, max_mean_nme))
     publish(decision, shard_dir, registry_path, rebuilt)
-    compared = None
-    if metrics:  # the candidate beside the mean-parameter baseline, on the same images
-        compared = write_comparison([run_dir / "eval", run_dir / "eval-mean-params"], run_dir / "comparison")
+    compared = compare_runs([run_dir / "eval", run_dir / "eval-mean-params"], run_dir / "comparison")
     verdict = "PROMOTED" if decision.promoted else "REJECTED"
     publish_evaluation(run_dir / "eval", "retrain-figures", f"Candidate {verdict}: {decision.reason}", compared)
     for note in decision.notes:

@@ -2,7 +2,7 @@
 
 `r3fa.report.ced_limit` must put the right end of a CED plot where every curve has (nearly) reached the top,
 a weak baseline included; `flows.figures` must embed a figure so that the UI can show it (a small PNG as it
-is, a large one re-encoded to fit the size bound) and name a figure it cannot embed instead of failing.
+is, a large one re-encoded to fit the size bound), name a figure it cannot embed, and never fail the flow.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flows.figures import MAX_EMBEDDED_BYTES, MAX_EMBEDDED_SIDE, figures_markdown
+from flows.figures import MAX_EMBEDDED_BYTES, MAX_EMBEDDED_SIDE, compare_runs, figures_markdown, publish_evaluation
 from r3fa.metrics import ced
 from r3fa.report import CED_COVERAGE, CED_MIN_LIMIT, ced_limit, plot_ced, plot_ced_bins
 
@@ -31,9 +31,9 @@ def test_the_ced_axis_shows_every_curve(tmp_path: Path) -> None:
         assert ced(values, np.array([limit]))[0] >= CED_COVERAGE
     assert ced_limit([good * 0.1]) == CED_MIN_LIMIT  # never narrower than 10 %: the AUC@7 % mark stays visible
     yaw = rng.uniform(-90, 90, 500)
-    for path in (plot_ced([("model", good), ("baseline", baseline)], tmp_path / "ced.png"),
-                 plot_ced_bins([("model", good, yaw), ("baseline", baseline, yaw)], tmp_path / "bins.png")):  # fmt: skip
-        assert cv2.imread(str(path)) is not None
+    ced_path = plot_ced([("model", good), ("baseline", baseline)], tmp_path / "ced.png")
+    bins_path = plot_ced_bins([("model", good, yaw), ("baseline", baseline, yaw)], tmp_path / "bins.png")
+    assert cv2.imread(str(ced_path)) is not None and cv2.imread(str(bins_path)) is not None
 
 
 def test_figures_are_embedded_within_the_size_bound(tmp_path: Path) -> None:
@@ -47,3 +47,10 @@ def test_figures_are_embedded_within_the_size_bound(tmp_path: Path) -> None:
     decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert kind_large == "jpeg" and len(jpeg) <= MAX_EMBEDDED_BYTES and max(decoded.shape[:2]) <= MAX_EMBEDDED_SIDE
     assert "## gone\n\n*(not available" in markdown and str(tmp_path / "gone.png") in markdown
+
+
+def test_a_figure_that_cannot_be_made_never_fails_the_flow(tmp_path: Path) -> None:
+    (tmp_path / "nme.json").write_text("{not json")  # an evaluation folder left broken
+    assert publish_evaluation(tmp_path, "nme-x-figures", "x") is None
+    assert compare_runs([tmp_path, tmp_path / "missing"], tmp_path / "cmp") is None
+    assert not (tmp_path / "cmp").exists()
