@@ -4,12 +4,15 @@ One task per shard. By default a `distributed.LocalCluster` of `workers` single-
 is started and closed again; with `scheduler` the tasks go to an existing cluster. Results (small counts)
 are handed to `on_result` as each task finishes (`as_completed`), which drives the progress display;
 samples never travel to the driver. `workers=0` without a scheduler runs the tasks in this process, in
-order (debugging, tests).
+order (debugging, tests). Dask's INFO lines (cluster start and stop, workers registering: about 30 a build)
+are held back to WARNING while the tasks run, so a build in a Prefect flow or the demo shows progress, not them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 TaskT = TypeVar("TaskT")
@@ -47,11 +50,40 @@ def run_tasks(
             results.append(fn(task))
             on_result(results[-1])
         return results
+    with _dask_warnings_only():
+        return _run_on_dask(fn, tasks, workers, scheduler, on_result, names)
+
+
+@contextlib.contextmanager
+def _dask_warnings_only() -> Iterator[None]:
+    """Raise the `distributed` loggers to WARNING for the duration (their level is restored after)."""
+    import distributed  # noqa: F401  (its import sets the loggers' levels from dask's config: set ours after)
+
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    dask_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dask_log.setLevel(level)
+
+
+def _run_on_dask(
+    fn: Callable[[TaskT], ResultT],
+    tasks: Sequence[TaskT],
+    workers: int,
+    scheduler: str | None,
+    on_result: Callable[[ResultT], None],
+    names: Sequence[str] | None,
+) -> list[ResultT]:
+    """`run_tasks` on a Dask cluster: a local one of `workers` processes, or the one at `scheduler`."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.WARNING
+        )
     client = Client(scheduler or cluster)
     try:
         keys = list(names) if names is not None else None

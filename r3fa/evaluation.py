@@ -18,6 +18,9 @@ A predictor is anything with `landmarks_in_image(crops, rois) -> (B, 3, 68)`: th
 BGR uint8 crops `(B, 120, 120, 3)` cut with `rois` (`r3fa.predictor.Predictor` does this with its own
 whitening and crop convention). `MeanParamsPredictor` is the floor every model must beat.
 
+Progress: `evaluate` calls its `progress(done, total)` after each batch and logs a line per 10 % of the
+images (`r3fa.evaluation` logger, INFO), so a run is followed on a terminal (the command's bar) and off one.
+
 Nothing broken is written: a predictor that returns a NaN or an infinity for any image stops the run with
 `NonFiniteResultError` before any file exists, and `nme.json` is strict JSON (an empty yaw bin is `null`,
 never NaN).
@@ -26,6 +29,7 @@ never NaN).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +58,8 @@ OVERLAY_SCALE = 2  # crops drawn at 240 x 240 so the points and captions are leg
 GT_COLOUR, PRED_COLOUR = (0, 0, 255), (0, 255, 0)  # BGR
 
 Progress = Callable[[int, int], None]
+LOG_EVERY_PERCENT = 10
+log = logging.getLogger("r3fa.evaluation")
 
 
 class NonFiniteResultError(UserError):
@@ -127,13 +133,17 @@ class EvalResult:
 def predict_landmarks(
     predictor: LandmarkPredictor, benchmark: Benchmark, batch_size: int = 128, progress: Progress | None = None
 ) -> np.ndarray:
-    """Image-frame landmarks `(B, 3, 68)` of every benchmark crop, in batches."""
-    out = []
-    for start in range(0, len(benchmark), batch_size):
-        stop = min(start + batch_size, len(benchmark))
+    """Image-frame landmarks `(B, 3, 68)` of every benchmark crop, in batches (a log line per 10 % done)."""
+    out, total, logged = [], len(benchmark), 0
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
         out.append(np.asarray(predictor.landmarks_in_image(benchmark.crops(start, stop), benchmark.rois[start:stop])))
         if progress is not None:
-            progress(stop, len(benchmark))
+            progress(stop, total)
+        percent = 100 * stop // total
+        if percent // LOG_EVERY_PERCENT > logged // LOG_EVERY_PERCENT:
+            logged = percent
+            log.info("evaluate benchmark=%s done=%d/%d percent=%d", benchmark.name, stop, total, percent)
     return np.concatenate(out) if out else np.zeros((0, 3, 68))
 
 

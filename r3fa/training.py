@@ -39,6 +39,10 @@ Why it looks the way it does:
   never leaves a model file behind. There is no gradient scaler to consult: AMP here is bfloat16 autocast,
   whose range is float32's, so every non-finite loss or gradient counts.
 
+Progress: rank 0 logs one `key=value` line per epoch (loss, validation NME, img/s, ETA) and a summary line
+at the end through the `r3fa.training` logger, terminal or not (`epoch_line`, `summary_line`); on a terminal
+a rich bar shows the steps as well.
+
 Outputs of `fit` in `out_dir`: `config.resolved.yaml`, `metrics.csv` (one row per epoch),
 `checkpoints/last.pth` (rolling, for resume), `checkpoints/epoch_NNN.pth` and the final `model.pth`.
 """
@@ -51,8 +55,10 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -62,7 +68,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 
 from r3fa import losses, models
@@ -81,6 +94,7 @@ from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
 
 EpochCallback = Callable[[dict[str, Any]], None]
+log = logging.getLogger("r3fa.training")
 
 
 # ----------------------------------------------------------------------------- run context
@@ -574,6 +588,8 @@ class _ProgressBar:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[ips]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
             )
             if enabled
             else None
@@ -594,6 +610,44 @@ class _ProgressBar:
     def update(self, epoch: int, images_per_s: float, loss: float) -> None:
         if self._progress is not None:
             self._progress.update(self._task, advance=1, epoch=epoch, ips=images_per_s, loss=loss)
+
+
+def epoch_line(record: dict[str, Any], epochs: int, eta_s: float) -> str:
+    """The log line of a finished epoch: `key=value` fields, `epoch` counted from 1 out of `epochs`."""
+    return (
+        f"train epoch={record['epoch'] + 1}/{epochs} step={record['global_step']} lr={record['lr']:.3g} "
+        f"train_loss={record['train_loss']:.5f} val_loss={record['val_loss']:.5f} val_nme={record['val_nme']:.3f} "
+        f"img_per_s={record['images_per_s']:.1f} epoch_s={record['epoch_seconds']:.1f} eta_s={eta_s:.0f}"
+    )
+
+
+def summary_line(result: "FitResult", seconds: float) -> str:
+    """The log line at the end of a run: epochs, last epoch's validation NME and loss, wall time, model file."""
+    last = result.history[-1] if result.history else {}
+    return (
+        f"train done epochs={len(result.history)} val_nme={last.get('val_nme', math.nan):.3f} "
+        f"train_loss={last.get('train_loss', math.nan):.5f} seconds={seconds:.1f} model={result.model_path}"
+    )
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever `sys.stderr` is when a record comes (rich's live bar redirects it above)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; the current sys.stderr wins
+        pass
+
+
+def log_to_stderr() -> None:
+    """Show the `r3fa.training` INFO lines on stderr, unless the process configured logging itself."""
+    if log.handlers or logging.getLogger().handlers:
+        return
+    log.addHandler(_StderrHandler())
+    log.setLevel(logging.INFO)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -709,6 +763,7 @@ def fit(
     state = run.state
     bar = _ProgressBar(progress and ctx.is_main, cfg.epochs * steps_per_epoch, state.global_step)
     clock = {"t0": time.perf_counter(), "images": 0}
+    run_t0, epochs_at_start = time.perf_counter(), state.epoch
 
     def after_step(s: TrainState, batch: int) -> None:
         clock["images"] += batch * ctx.world_size
@@ -766,6 +821,8 @@ def fit(
                     save_checkpoint(run.model_checkpoint(), ckpt_dir / f"epoch_{record['epoch']:03d}.pth")
                 save_checkpoint(run.training_checkpoint(), last_path)
                 write_metrics(state.history, out_dir / "metrics.csv")
+                per_epoch = (time.perf_counter() - run_t0) / (state.epoch - epochs_at_start)
+                log.info(epoch_line(record, cfg.epochs, per_epoch * (cfg.epochs - state.epoch)))
                 if on_epoch_end is not None:
                     on_epoch_end(record)
 
@@ -774,7 +831,10 @@ def fit(
         save_checkpoint(run.model_checkpoint(), model_path)
     if ctx.distributed:
         torch.distributed.barrier()
-    return FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
+    result = FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
+    if ctx.is_main:
+        log.info(summary_line(result, time.perf_counter() - run_t0))
+    return result
 
 
 def _global_sums(total: float, count: int, ctx: DistContext, device: torch.device) -> tuple[float, int]:
@@ -826,6 +886,7 @@ def train_from_files(config: Path, shards: Path, out: Path, *, fresh: bool = Fal
         UserError: a config, shard set, run folder or checkpoint the run cannot use, or a diverged run.
     """
     cfg = load_config(config, TrainConfig)
+    log_to_stderr()
     try:
         return fit(cfg, shards, out, resume=not fresh, progress=progress)
     finally:
