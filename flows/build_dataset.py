@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.figures import publish_shard_sheet
+from flows.progress import RunProgress
 from flows.retry import retry_transient
 from pipelines.build import BuildSummary, build_shards
 
@@ -23,8 +24,13 @@ from pipelines.build import BuildSummary, build_shards
     name="build-shards", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_transient
 )
 def build_shards_task(config: str, out_dir: str, workers: int, scheduler: str | None) -> BuildSummary:
-    """One call of the builder; a retry finishes what the failed attempt left."""
-    return build_shards(config, out_dir, workers=workers, scheduler=scheduler)
+    """One call of the builder; a retry finishes what the failed attempt left.
+
+    Progress: a `build-progress` artifact and a log line per finished phase-1 part and per shard (counts of
+    candidates made, then of samples written, as `r3fa shards build` shows them).
+    """
+    progress = RunProgress("build-progress", f"building {out_dir}", f"build {out_dir}")
+    return build_shards(config, out_dir, workers=workers, scheduler=scheduler, progress=progress)
 
 
 @flow(name="build-dataset", log_prints=True)

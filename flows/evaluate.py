@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.figures import publish_evaluation
+from flows.progress import RunProgress, engine_logs
 from flows.retry import retry_transient
 from r3fa.benchmarks import load_benchmark
 from r3fa.evaluation import MeanParamsPredictor, load_run, write_comparison
@@ -41,10 +42,17 @@ def evaluate_task(
     n_folds: int,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Run the engine; returns the `nme.json` document and the written paths (as strings)."""
+    """Run the engine; returns the `nme.json` document and the written paths (as strings).
+
+    Progress: an `eval-progress` artifact follows the batches; the engine logs a line per 10 % of the images.
+    """
     bench = load_benchmark(benchmark, fold=fold, n_folds=n_folds)
     predictor = load_predictor(checkpoint, model_name=model_name)
-    result = run_evaluation(predictor, bench, out_dir, batch_size, model_name=label, checkpoint=checkpoint)
+    progress = RunProgress("eval-progress", f"evaluating {label} on {bench.name}", "evaluate", min_step=None)
+    with engine_logs():
+        result = run_evaluation(
+            predictor, bench, out_dir, batch_size, progress, model_name=label, checkpoint=checkpoint
+        )
     return {"report": result.report, "paths": {k: str(v) for k, v in result.paths.items()}}
 
 

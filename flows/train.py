@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from flows.figures import publish_training_curves
+from flows.progress import engine_logs
 from flows.retry import retry_transient
 from r3fa.config import load_config
 from r3fa.train_config import TrainConfig
@@ -43,16 +44,21 @@ def _rounded(record: dict[str, Any]) -> dict[str, Any]:
 def fit_task(
     cfg: TrainConfig, shard_dir: str, out_dir: str, resume: bool, progress: bool, init_from: str | None
 ) -> FitResult:
-    """One call of the engine; a retry resumes from the checkpoints of its own failed attempt."""
+    """One call of the engine; a retry resumes from the checkpoints of its own failed attempt.
+
+    Progress: the `train-progress` artifact follows the epochs; the engine's line per epoch (loss, validation
+    NME, img/s, ETA) and its summary line go to the run's log.
+    """
     progress_id = create_progress_artifact(progress=0.0, key="train-progress", description=f"training {out_dir}")
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         update_progress_artifact(progress_id, progress=100.0 * (record["epoch"] + 1) / cfg.epochs)
 
-    return fit(
-        cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from,
-        run_id=str(task_run.get_id()),
-    )  # fmt: skip
+    with engine_logs():
+        return fit(
+            cfg, shard_dir, out_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from,
+            run_id=str(task_run.get_id()),
+        )  # fmt: skip
 
 
 @flow(name="train", log_prints=True)
