@@ -61,6 +61,7 @@ PLACEHOLDERS = {
     "PATH": "a checkpoint of the user's",
     "N": "a number the user picks",
     "X": "an output folder the user picks",
+    "DIR": "an output folder the user picks",
 }
 KNOWN_FAILURES = {
     r"r3fa synth preview .*\[--holes\]": "docs/usage-synth.md: `[--holes]` is synopsis syntax in a command",
