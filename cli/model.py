@@ -50,7 +50,8 @@ def list_command() -> None:
 
 @app.command(
     "summary",
-    epilog="Examples:\n\nr3fa model summary mobilenet_v1\n\nr3fa model summary mobilenet_v1 --kw widen_factor=0.5 --format json",
+    epilog="Examples:\n\nr3fa model summary mobilenet_v1\n\n"
+    "r3fa model summary mobilenet_v1 --kw widen_factor=0.5 --format json",
 )
 def summary_command(
     name: str = typer.Argument(..., help="registry name (see `r3fa model list`)"),
