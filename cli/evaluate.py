@@ -49,6 +49,7 @@ def eval_command(
     from r3fa.evaluation import evaluate
     from r3fa.predictor import load_predictor
     from r3fa.report import COLUMNS, table_rows
+    from r3fa.stderr_log import log_to_stderr
 
     name = benchmark.value
     label = label or model or checkpoint.stem
@@ -57,6 +58,8 @@ def eval_command(
     bench = load_benchmark(name, fold=fold, n_folds=n_folds)
     predictor = load_predictor(checkpoint, model_name=model)
     err = Console(stderr=True)
+    if not err.is_terminal:  # no live bar there: the engine's line per 10 % of the images instead
+        log_to_stderr("r3fa.evaluation")
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"{label} on {name}", total=len(bench))
         result = evaluate(

@@ -58,7 +58,6 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -90,6 +89,7 @@ from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import Whitening
 from r3fa.records import DATASET_CONVENTION
+from r3fa.stderr_log import log_to_stderr
 from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
 
@@ -630,26 +630,6 @@ def summary_line(result: "FitResult", seconds: float) -> str:
     )
 
 
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler on whatever `sys.stderr` is when a record comes (rich's live bar redirects it above)."""
-
-    @property
-    def stream(self) -> Any:  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it; the current sys.stderr wins
-        pass
-
-
-def log_to_stderr() -> None:
-    """Show the `r3fa.training` INFO lines on stderr, unless the process configured logging itself."""
-    if log.handlers or logging.getLogger().handlers:
-        return
-    log.addHandler(_StderrHandler())
-    log.setLevel(logging.INFO)
-
-
 # ----------------------------------------------------------------------------- the run
 def fit(
     cfg: TrainConfig,
@@ -886,7 +866,7 @@ def train_from_files(config: Path, shards: Path, out: Path, *, fresh: bool = Fal
         UserError: a config, shard set, run folder or checkpoint the run cannot use, or a diverged run.
     """
     cfg = load_config(config, TrainConfig)
-    log_to_stderr()
+    log_to_stderr("r3fa.training")
     try:
         return fit(cfg, shards, out, resume=not fresh, progress=progress)
     finally:

@@ -2,7 +2,8 @@
 
 Asserted on log records and on the `key=value` lines of a non-terminal stderr, never on rich's rendering:
 training logs one line per epoch (loss, validation NME, img/s, ETA) and a summary, also when its output is
-not a terminal; evaluation logs a line per 10 % of the images; a Dask build logs nothing below WARNING.
+not a terminal; evaluation logs a line per 10 % of the images (shown by `r3fa eval` off a terminal); a Dask
+build logs nothing below WARNING.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from r3fa.benchmarks import load_benchmark
 from r3fa.crop import CropConvention
 from r3fa.evaluation import MeanParamsPredictor, predict_landmarks
 from r3fa.params import load_whitening
-from r3fa.paths import PROJECT_ROOT
+from r3fa.paths import PROJECT_ROOT, data_root
 
 NUMBER = r"-?\d+(\.\d+)?(e-?\d+)?"
 EPOCH_LINE = re.compile(
@@ -66,3 +67,14 @@ def test_a_dask_run_logs_nothing_below_warning(caplog: pytest.LogCaptureFixture)
     chatter = [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
     assert chatter == []
     assert logging.getLogger("distributed").level != logging.WARNING  # the level is given back after the run
+
+
+def test_r3fa_eval_off_a_terminal_logs_a_line_per_tenth(tmp_path: Path) -> None:
+    weights = data_root() / "3ddfa_v2/weights/mb05_120x120.pth"
+    command = [sys.executable, "-m", "cli.main", "eval", "--checkpoint", str(weights)]
+    command += ["--model", "mobilenet_v1", "--benchmark", "aflw2000-3d", "--n-folds", "20", "--fold", "0"]
+    command += ["--batch-size", "10", "--out", str(tmp_path / "eval"), "--format", "json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = re.findall(r"^evaluate benchmark=aflw2000-3d done=(\d+)/100 percent=(\d+)$", done.stderr, re.MULTILINE)
+    assert [int(percent) for _, percent in lines] == list(range(10, 101, 10)), done.stderr
