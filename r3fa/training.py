@@ -748,7 +748,7 @@ def fit(
     def after_step(s: TrainState, batch: int) -> None:
         clock["images"] += batch * ctx.world_size
         rate = clock["images"] / max(time.perf_counter() - clock["t0"], 1e-9)
-        bar.update(s.epoch, rate, s.loss_sum / max(s.samples, 1))
+        bar.update(s.epoch + 1, rate, s.loss_sum / max(s.samples, 1))  # counted from 1, as in the log lines
         if s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
             sums = _global_sums(s.loss_sum, s.samples, ctx, device)  # every rank takes part
             if ctx.is_main:
