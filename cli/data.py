@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cli.formats import OutputFormat
 
 app = typer.Typer(
     help="Lay out stand-in source trees (300W-LP-shaped, from AFLW2000-3D).",
@@ -22,10 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    table = "table"
 
 
 @app.command(

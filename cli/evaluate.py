@@ -17,12 +17,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from cli.formats import OutputFormat
 from r3fa.paths import PROJECT_ROOT
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    table = "table"
 
 
 class BenchmarkName(str, Enum):

@@ -8,7 +8,6 @@ prepares Prefect's environment like `r3fa demo` and prints the report as a table
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -16,11 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.demo import prefect_environment
+from cli.formats import OutputFormat
 
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 def report_table(report: dict) -> Table:

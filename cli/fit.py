@@ -14,6 +14,8 @@ from pathlib import Path
 
 import typer
 
+from cli.formats import OutputFormat
+
 OVERLAY_FILE = "overlays.png"
 SUMMARY_FILE = "fit.json"
 CELL = 360  # side of one face on the overlay sheet
@@ -23,10 +25,6 @@ class Style(str, Enum):
     d2 = "2d"
     d3 = "3d"
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    table = "table"
 
 
 def register(app: typer.Typer) -> None:

@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cli.formats import OutputFormat
 
 app = typer.Typer(
     help="Inspect the model architectures (registry, size, MACs).",
@@ -20,10 +21,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    table = "table"
 
 
 def _parse_kwargs(pairs: list[str]) -> dict:

@@ -9,7 +9,6 @@ The network, its whitening and crop convention come from `r3fa.predictor.load_pr
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from cli.formats import OutputFormat
 
 if TYPE_CHECKING:
     from r3fa.crop import CropConvention
@@ -28,10 +29,6 @@ SIDECAR_SUFFIXES = (".mat", ".pts", ".ljson")
 DEFAULT_MODEL = "mobilenet_v1"
 DEFAULT_CHECKPOINT = "3ddfa_v2/weights/mb05_120x120.pth"  # under the reference-data root
 
-
-class OutputFormat(str, Enum):
-    json = "json"
-    table = "table"
 
 
 def _parse_roi(text: str) -> np.ndarray:

@@ -7,7 +7,6 @@ only parses options, shows progress and prints tables.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -15,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from cli.formats import OutputFormat
 
 app = typer.Typer(
     help="Build, verify and inspect WebDataset shard sets.",
@@ -24,10 +25,6 @@ app = typer.Typer(
 )
 console = Console()
 
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 class _RateColumn(ProgressColumn):
