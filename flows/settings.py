@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if command:
+        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect makes only the last level itself
         os.execvpe(command[0], command, {**os.environ, **env})
     print(exports(env))
 
