@@ -26,6 +26,7 @@ def preview(
     holes: bool = typer.Option(False, "--holes", help="tint face pixels without source texture red"),
 ) -> None:
     """Write a sheet: the source crop and its synthesised views, with their landmarks drawn."""
+    from r3fa.errors import UserError
     from r3fa.io import BadInputError
     from r3fa.profiling.preview import preview_sheet
     from r3fa.readers import SourceItem, load_source_sample
@@ -38,8 +39,7 @@ def preview(
     try:
         base = load_source_sample(item)
     except BadInputError as err:
-        typer.echo(f"error: {err.path}: {err.reason}", err=True)
-        raise typer.Exit(1) from None
+        raise UserError(f"{err.path}: {err.reason}") from None
     sheet = preview_sheet(base, steps, show_holes=holes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), sheet):

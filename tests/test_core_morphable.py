@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 import r3fa.morphable as morphable
-from cli.main import app
+from cli.main import app, run
 from r3fa.morphable import MorphableModel, build_from_3ddfa, load_model
 
 GRID = 64
@@ -176,12 +176,19 @@ def test_pickle_expression_basis_is_the_shape_basis_copy(data_root: Path) -> Non
     np.testing.assert_array_equal(paf["w_exp_filter"], paf["w_filter"][:, :10])
 
 
-def test_unknown_model_name_is_refused(data_root: Path, tmp_path: Path) -> None:
+def _one_error_line(capsys: pytest.CaptureFixture) -> str:
+    """The single stderr line of a refused command (the entry point's contract: one line, never rich-rendered)."""
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("r3fa: error: "), err
+    return err[0]
+
+
+def test_unknown_model_name_is_refused(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="unknown model 'bfm4096'"):
         build_from_3ddfa(data_root / "3ddfa", "bfm4096")
     args = ["bfm", "build", "--from-3ddfa", str(data_root / "3ddfa"), "--out", str(tmp_path / "x.npz")]
-    result = CliRunner().invoke(app, [*args, "--model", "bfm4096"])
-    assert result.exit_code == 2 and "'bfm4096' is not one of" in result.output
+    assert run(app, [*args, "--model", "bfm4096"]) == 2
+    assert "'bfm4096' is not one of" in _one_error_line(capsys)
     assert not (tmp_path / "x.npz").exists()
 
 
@@ -210,12 +217,11 @@ def test_load_model_builds_the_cache_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert cached.stat().st_mtime_ns == stamp  # read back, not rebuilt
 
 
-def test_cli_info_refuses_what_is_not_an_asset(tmp_path: Path, bfm68: MorphableModel) -> None:
+def test_cli_info_refuses_what_is_not_an_asset(tmp_path: Path, bfm68: MorphableModel, capsys) -> None:
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(bfm68.save(tmp_path / "whole.npz").read_bytes()[:3000])
     plain = tmp_path / "plain.npz"
     np.savez(plain, a=np.zeros(3))
     for path in (truncated, plain):
-        result = CliRunner().invoke(app, ["bfm", "info", str(path)])
-        assert result.exit_code == 2, result.output
-        assert "not a readable morphable-model asset" in result.output
+        assert run(app, ["bfm", "info", str(path)]) == 2
+        assert "not a readable morphable-model asset" in _one_error_line(capsys)

@@ -85,9 +85,10 @@ def test_preview_cli_writes_a_sheet(aflw2000_dir, tmp_path):
     assert sheet is not None and sheet.shape[1] == 3 * 240 and sheet.shape[0] >= 240  # plus a caption strip
 
 
-def test_preview_cli_reports_a_bad_label_file(aflw2000_dir):
-    from cli.main import app
+def test_preview_cli_reports_a_bad_label_file(aflw2000_dir, capsys):
+    from cli.main import app, run
 
     image = aflw2000_dir / "image00002.jpg"
-    result = CliRunner().invoke(app, ["synth", "preview", str(image), "--mat", str(image)])
-    assert result.exit_code == 1 and "corrupt .mat" in result.output
+    assert run(app, ["synth", "preview", str(image), "--mat", str(image)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("r3fa: error: ") and "corrupt .mat" in err[0], err
