@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from flows.build_dataset import build_dataset_flow
 from flows.figures import publish_figures
 from flows.retrain_and_eval import check_held_out, is_current, shard_set_key
+from flows.retry import retry_transient
 from pipelines.mix import MixConfig
 from r3fa.atomic import write_text_atomic
 from r3fa.config import describe_validation_error, write_resolved
@@ -51,7 +52,7 @@ def _mix_file(cfg: ExperimentConfig, raw: dict, out: Path, variant: str) -> tupl
     return key, path, mix
 
 
-@task(name="experiment-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+@task(name="experiment-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def run_task(cfg: ExperimentConfig, variant: str, seed: int, shard_dir: str, run_dir: str) -> dict:
     """One (variant, seed): train on the budget, select on val, evaluate on the held-out fold (or reuse it)."""
     spec = next(v for v in cfg.variants if v.name == variant)
