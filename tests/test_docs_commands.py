@@ -45,7 +45,7 @@ EXPENSIVE = {
     r"^make (demo|bench)\b": "the whole job or the benchmarks: minutes",
     r"^make test\b": "the whole test suite",
     r"^make (server|worker|services|services-stop|deploy)\b": "starts, stops or deploys to the Prefect services",
-    r"prefect_services\.py|^(\.venv/bin/)?prefect |api/health": "needs the Prefect services (docs/team.md walk)",
+    r"prefect_services\.py|(^|\$\()(\.venv/bin/)?prefect |api/health": "needs the Prefect services (docs/team.md walk)",
     r"json\.tool runs/": "reads the output of a Prefect run",
     r"\br3fa (shards|fit|eval|demo|train|experiment|data) ": "builds, fits, trains or evaluates: minutes",
     r"\br3fa bfm build\b": "rebuilds the 3DMM assets from the 3DDFA release",
