@@ -77,9 +77,9 @@ def artifact_key(*parts: str) -> str:
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(
     checkpoint: str,
-    model_name: str | None,
     benchmark: str,
     out_dir: str,
+    model_name: str | None = None,
     fold: int | None = None,
     n_folds: int = 2,
     batch_size: int = 128,

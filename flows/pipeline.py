@@ -101,13 +101,13 @@ def pipeline_flow(config: str = "configs/demo.yaml") -> dict[str, Any]:
         str(shard_dir), cfg.benchmark, cfg.eval_fold, cfg.n_folds, str(runs["mean params, fold"]),
         "mean parameters (training set)",
     )  # fmt: skip
-    peer_fold = evaluate_flow(peer, None, cfg.benchmark, str(runs["peer, fold"]), label=cfg.peer_label, **fold)
+    peer_fold = evaluate_flow(peer, cfg.benchmark, str(runs["peer, fold"]), label=cfg.peer_label, **fold)
     ours = evaluate_flow(
-        trained["model_path"], None, cfg.benchmark, str(runs["model, fold"]), label=cfg.model_label,
+        trained["model_path"], cfg.benchmark, str(runs["model, fold"]), label=cfg.model_label,
         compare_with=[str(runs["mean params, fold"]), str(runs["peer, fold"])], **fold,
     )  # fmt: skip
     peer_full = evaluate_flow(
-        peer, None, cfg.benchmark, str(runs["peer, full"]), batch_size=cfg.eval_batch_size, label=cfg.peer_label
+        peer, cfg.benchmark, str(runs["peer, full"]), batch_size=cfg.eval_batch_size, label=cfg.peer_label
     )
 
     reports = [ours["report"], mean_report, peer_fold["report"], peer_full["report"]]

@@ -222,7 +222,7 @@ def retrain_and_eval_flow(
     )  # fmt: skip
     try:
         metrics = evaluate_flow(
-            trained["model_path"], None, benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,
+            trained["model_path"], benchmark, str(run_dir / "eval"), fold=eval_fold, n_folds=n_folds,
             label=f"candidate {run_dir.name}",
         )["report"]["bins"]  # fmt: skip
     except NonFiniteResultError as err:  # a broken candidate is a rejection (no metrics), not a failed run

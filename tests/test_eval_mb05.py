@@ -65,7 +65,7 @@ def test_flow_publishes_the_table_artifact(mb05_path: Path, tmp_path: Path):
     )
     with prefect_test_harness(server_startup_timeout=60):
         out = evaluate_flow(
-            str(mb05_path), None, "aflw2000-3d", str(tmp_path / "mb05"), fold=1, n_folds=20,
+            str(mb05_path), "aflw2000-3d", str(tmp_path / "mb05"), fold=1, n_folds=20,
             label="mb05", compare_with=[str(baseline_dir)],
         )  # fmt: skip
         with get_client(sync_client=True) as client:

@@ -80,7 +80,7 @@ class Stages:
         model.write_bytes(b"weights")
         return {"model_path": str(model)}
 
-    def evaluate_flow(self, checkpoint: str, model_name: None, benchmark: str, out_dir: str, **kwargs) -> dict:
+    def evaluate_flow(self, checkpoint: str, benchmark: str, out_dir: str, **kwargs) -> dict:
         return {"report": {"bins": bins(self.means.pop(0))}}
 
     def mean_params_task(self, shard_dir: str, benchmark: str, fold: int, n_folds: int, out_dir: str, label: str):
