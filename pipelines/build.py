@@ -33,11 +33,12 @@ from pipelines.cut import Cut, check_shortfall, cut_candidates
 from pipelines.manifest import MANIFEST_FILE, REJECTED_FILE, input_counts, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.outdir import BuildLock, is_own_temporary, owned_pattern
-from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part, read_index
+from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part
 from pipelines.plan import PartSpec, Plan, ShardSpec, assign_shards, make_plan
 from pipelines.runner import run_tasks
-from pipelines.shard import ShardFiles, ShardResult, ShardTask, build_shard, read_done
+from pipelines.shard import ShardFiles, ShardResult, ShardTask, build_shard
 from pipelines.tables import rejection_row, write_table
+from r3fa.atomic import read_marker
 from r3fa.config import write_resolved
 from r3fa.errors import UserError
 
@@ -132,7 +133,7 @@ def parts_to_make(out_dir: Path, parts: list[PartSpec], stamp: str, name: str) -
     todo = []
     for part in parts:
         files = PartFiles.of(out_dir, part.name)
-        index = read_index(files)
+        index = read_marker(files.index)
         if index is not None and index.get("fingerprint") == part.fingerprint(stamp):
             continue
         files.index.unlink(missing_ok=True)
@@ -148,7 +149,7 @@ def shards_to_write(out_dir: Path, shards: tuple[ShardSpec, ...], stamp: str, na
     todo = []
     for shard in shards:
         files = ShardFiles.of(out_dir, shard.name)
-        done = read_done(files)
+        done = read_marker(files.done)
         complete = all(path.is_file() for path in files.outputs())
         if complete and done is not None and done.get("fingerprint") == shard.fingerprint(stamp):
             continue

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.mix import MixConfig
-from pipelines.parts import PartFiles, entry_rejection, read_index
+from pipelines.parts import PartFiles, entry_rejection
 from pipelines.plan import PartSpec, Plan, SampleSpec
+from r3fa.atomic import read_marker
 from r3fa.errors import UserError
 from r3fa.records import Rejection
 
@@ -73,7 +74,7 @@ def cut_candidates(plan: Plan, parts: list[PartSpec], out_dir: str | Path) -> Cu
     accepted: dict[str, list[SampleSpec]] = {stage: [] for stage in STAGE_NAMES}
     outcome: dict[str, Rejection | tuple[str, int, int]] = {}
     for part in parts:
-        index = read_index(PartFiles.of(out_dir, part.name))
+        index = read_marker(PartFiles.of(out_dir, part.name).index)
         if index is None:
             raise FileNotFoundError(f"part {part.name} is not complete")
         for entry in index["entries"]:

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from r3fa.atomic import write_bytes_atomic
+from r3fa.atomic import read_marker, write_bytes_atomic
 from pipelines.mix import MixConfig
 from pipelines.cut import Cut
 from pipelines.plan import Plan, ShardSpec
-from pipelines.shard import ShardFiles, read_done
+from pipelines.shard import ShardFiles
 from pipelines.tables import schema_version
 from r3fa.provenance import code_version, file_sha256
 from r3fa.metrics import BIN_NAMES, yaw_bin
@@ -142,7 +142,7 @@ def make_manifest(
     entries = []
     for shard in shards:
         files = ShardFiles.of(out_dir, shard.name)
-        done = read_done(files)
+        done = read_marker(files.done)
         if done is None:
             raise FileNotFoundError(f"{files.done}: shard {shard.name} is not complete")
         table = pq.read_table(files.parquet, columns=["key", "source", "synthetic", "yaw", "params"])

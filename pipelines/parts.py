@@ -52,12 +52,6 @@ class PartResult:
     rejected: int
 
 
-def read_index(files: PartFiles) -> dict | None:
-    """The part's index, or None when the part is not complete."""
-    try:
-        return json.loads(files.index.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _item_groups(part: PartSpec) -> list[list]:

@@ -60,12 +60,6 @@ class ShardResult:
     count: int
 
 
-def read_done(files: ShardFiles) -> dict | None:
-    """The `.done` marker's content, or None when the shard is not complete."""
-    try:
-        return json.loads(files.done.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def build_shard(task: ShardTask, out_dir: str | Path, stamp: str) -> ShardResult:

@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 from pipelines.index import Member, format_index
 from pipelines.manifest import MANIFEST_SCHEMA_PATH, MANIFEST_VERSION
 from pipelines.samples import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT
-from pipelines.shard import ShardFiles, read_done
+from pipelines.shard import ShardFiles
+from r3fa.atomic import read_marker
 from r3fa.errors import UserError
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.provenance import file_sha256
@@ -167,7 +168,7 @@ def _check_files(name: str, entry: dict, files: ShardFiles) -> list[str]:
     digest = file_sha256(files.tar)
     if digest != entry["sha256"]:
         problems.append(f"{name}: sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
-    done = read_done(files) or {}
+    done = read_marker(files.done) or {}
     if done.get("tar_sha256") != entry["sha256"] or done.get("count") != entry["count"]:
         problems.append(f"{name}: .done marker disagrees with the manifest")
     size, digest = files.parquet.stat().st_size, file_sha256(files.parquet)

@@ -7,6 +7,7 @@ on resume, `TMP_SUFFIX`); two writers of the same path never share a temporary.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -59,3 +60,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically."""
     return write_bytes_atomic(path, text.encode())
+
+
+def read_marker(path: str | Path) -> dict | None:
+    """A completion marker (a JSON file written last and atomically), or None while the work is not complete.
+
+    A missing file and one that is not JSON both mean "not complete": the caller redoes the work.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
