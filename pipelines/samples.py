@@ -26,8 +26,7 @@ from pipelines.tables import augment_json, sample_row
 from r3fa.augment import augment_sample, copy_rng
 from r3fa.readers import BaseSample, load_source_sample
 from r3fa.records import Rejection, SampleRecord, rejection_of
-
-IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT = "jpg", "params.f32", "lms.f32", "json"
+from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,8 @@ def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, b
     }
     return {
         IMAGE_EXT: jpeg,
-        PARAMS_EXT: np.asarray(record.params, "<f4").reshape(62).tobytes(),
-        LANDMARKS_EXT: np.asarray(record.landmarks, "<f4").reshape(136).tobytes(),
+        PARAMS_EXT: label_bytes(PARAMS_EXT, record.params),
+        LANDMARKS_EXT: label_bytes(LANDMARKS_EXT, record.landmarks),
         META_EXT: json.dumps(meta, sort_keys=True).encode(),
     }
 
