@@ -51,7 +51,8 @@ def crop_frame_params(
     convention: CropConvention,
     size: int = CROP_SIZE,
 ) -> np.ndarray:
-    """62-d params in the crop frame of `roi` from an image-frame affine `(3, 4)` and coefficients.
+    """62-d params in the crop frame of `roi` from an image-frame affine `(..., 3, 4)` and coefficients
+    (`(..., 40+)`, `(..., 10+)`); leading dimensions broadcast, one roi for all.
 
     Image -> crop is x' = (x - sx) * kx, y' = (y - sy) * ky, z' = z / mean(1/kx, 1/ky); then the
     convention's inverse maps crop pixels to its model frame. All of it is affine, so it composes into
@@ -61,8 +62,20 @@ def crop_frame_params(
     kx, ky = size / (ex - sx), size / (ey - sy)
     kz = 1.0 / ((1 / kx + 1 / ky) / 2)
     to_crop = np.array([[kx, 0, 0, -sx * kx], [0, ky, 0, -sy * ky], [0, 0, kz, 0], [0, 0, 0, 1]])
-    full = _crop_to_model(convention) @ to_crop @ np.vstack([np.asarray(image_affine, np.float64), [0, 0, 0, 1]])
-    return compose(full[:3], np.asarray(shape)[:SHAPE_DIM], np.asarray(expression)[:EXP_DIM])
+    full = (_crop_to_model(convention) @ to_crop)[:3] @ homogeneous(image_affine)
+    shape, expression = np.asarray(shape)[..., :SHAPE_DIM], np.asarray(expression)[..., :EXP_DIM]
+    lead = np.broadcast_shapes(full.shape[:-2], shape.shape[:-1], expression.shape[:-1])
+    return compose(np.broadcast_to(full, (*lead, 3, 4)), np.broadcast_to(shape, (*lead, SHAPE_DIM)),
+                   np.broadcast_to(expression, (*lead, EXP_DIM)))  # fmt: skip
+
+
+def homogeneous(affine: np.ndarray) -> np.ndarray:
+    """`(..., 3, 4)` affines as `(..., 4, 4)` float64 matrices (last row 0 0 0 1)."""
+    affine = np.asarray(affine, np.float64)
+    out = np.zeros((*affine.shape[:-2], 4, 4))
+    out[..., :3, :] = affine
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def landmarks_in_image(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +36,14 @@ import numpy as np
 from r3fa.crop import CROP_SIZE, roi_from_landmarks
 from r3fa.folds import fold_of_index
 from r3fa.io import MAX_IMAGE_PIXELS, BadInputError, read_annotation, read_image, read_landmarks_file
-from r3fa.labels import crop_frame_params, image_frame_affine, landmark_nme, landmarks_in_crop, refit_coefficients
+from r3fa.labels import (
+    crop_frame_params,
+    homogeneous,
+    image_frame_affine,
+    landmark_nme,
+    landmarks_in_crop,
+    refit_coefficients,
+)
 from r3fa.landmark_symmetry import IBUG68_FLIP, mirror_coefficients
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_degrees
@@ -187,9 +194,10 @@ class FileGroup:
 
 def group_files(
     folder: str | Path, recursive: bool = False, exclude: Callable[[Path], bool] | None = None
-) -> list[FileGroup]:
+) -> Iterator[FileGroup]:
     """The one file listing of the dataset builder and the audit: every image and `.mat` under `folder`,
-    grouped by (folder, stem), sorted by stem path.
+    grouped by (folder, stem), sorted by stem path. The folder is listed at the first `next`; the groups are
+    made as they are asked for (a source cut at `limit` pays for the groups it uses, not for the folder).
 
     Suffixes are matched case-insensitively (`image1.JPG` pairs with `image1.Mat`). A dangling symlink is
     listed (reading it gives the rejection); folders are not.
@@ -207,12 +215,10 @@ def group_files(
             continue
         images, annotations = found.setdefault((*parts, stem), ([], []))
         (annotations if suffix == ANNOTATION_SUFFIX else images).append(name)
-    groups = []
     for key in sorted(found):  # the order of the stems' Paths (parts order), without Path objects per file
         directory, (images, annotations) = Path(*key[:-1]), found[key]
-        groups.append(FileGroup(directory / key[-1], tuple(directory / n for n in sorted(images)),
-                                tuple(directory / n for n in sorted(annotations))))  # fmt: skip
-    return groups
+        yield FileGroup(directory / key[-1], tuple(directory / n for n in sorted(images)),
+                        tuple(directory / n for n in sorted(annotations)))  # fmt: skip
 
 
 def _listed_files(folder: Path, recursive: bool) -> Iterator[tuple[Path, tuple[str, ...], str]]:
@@ -238,14 +244,19 @@ def _is_dir(entry: os.DirEntry, folder: Path) -> bool:
         return (folder / entry.name).is_dir()
 
 
-def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], SourceItem], source: str) -> list[Input]:
+def pair_inputs(
+    groups: Iterable[FileGroup], make_item: Callable[[Path, Path], SourceItem], source: str, limit: int | None = None
+) -> list[Input]:
     """One input per listed file group, in order: the item of its (image, annotation) pair or the rejection
     of an unpaired file ("missing annotation", "missing image"), then one rejection per extra file of the
     group (two images or two `.mat` files of one stem: "key collision", naming the file that was kept).
     Every file of a group whose name is not valid UTF-8 is rejected (its path could not be recorded).
-    Items whose key another item already has are rejected the same way (`unique_keys`)."""
+    Items whose key another item already has are rejected the same way (`unique_keys`). With `limit`, the
+    first `limit` inputs (the groups after them are not looked at)."""
     inputs: list[Input] = []
     for group in groups:
+        if limit is not None and len(inputs) >= limit:
+            break
         if not _utf8(group.stem):  # its path could not be written to the tables and manifest
             reason = "file name is not valid UTF-8 (rename it)"
             inputs += [Rejection(_shown(p), reason, "discover", source=source) for p in (*group.images, *group.annotations)]
@@ -260,7 +271,7 @@ def pair_inputs(groups: Iterable[FileGroup], make_item: Callable[[Path, Path], S
             inputs.append(Rejection(str(annotation), "missing image", "discover", source=source))
         for extra, kept in [*((p, image) for p in group.images[1:]), *((p, annotation) for p in group.annotations[1:])]:
             inputs.append(Rejection(str(extra), f"key collision: same name as {kept}", "discover", source=source))
-    return unique_keys(inputs)
+    return unique_keys(inputs)[:limit]
 
 
 def _utf8(path: Path) -> bool:
@@ -292,14 +303,15 @@ def unique_keys(inputs: Iterable[Input]) -> list[Input]:
     return out
 
 
-def discover_300wlp(root: str | Path) -> list[Input]:
+def discover_300wlp(root: str | Path, limit: int | None = None) -> list[Input]:
     """The inputs of a 300W-LP tree `{AFW,HELEN,IBUG,LFPW}[_Flip]/<subset>_<name>_<k>.{jpg,mat}`, by folder
     and path (`group_files` in each folder that exists, `pair_inputs`).
 
     The side landmark file (`side_landmarks_path`: `landmarks/<subset>/<file stem>_pts.mat`) is attached
     when it exists; a flipped image never gets the un-flipped image's file. Subject ids strip the subset
     prefix and the profile index `_<k>` and ignore `_Flip`, so a face, its profile views and their mirror
-    images form one subject ("IBUG/image_008_1"). Sources are `300wlp/<folder>`.
+    images form one subject ("IBUG/image_008_1"). Sources are `300wlp/<folder>`. With `limit`, the first
+    `limit` inputs in that order.
     """
     root = Path(root)
     inputs: list[Input] = []
@@ -320,22 +332,30 @@ def discover_300wlp(root: str | Path) -> list[Input]:
                     landmark_path=str(landmarks) if landmarks.is_file() else "",
                 )
 
-            inputs += pair_inputs(group_files(root / folder), make_item, f"300wlp/{folder}")
+            left = None if limit is None else limit - len(inputs)
+            if left is not None and left <= 0:
+                break
+            inputs += pair_inputs(group_files(root / folder), make_item, f"300wlp/{folder}", left)
     return unique_keys(inputs)
 
 
-def discover_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 2) -> list[Input]:
+def discover_aflw2000(
+    root: str | Path, fold: int | None = None, n_folds: int = 2, limit: int | None = None
+) -> list[Input]:
     """The inputs of an AFLW2000-3D folder (`.jpg` + `.mat` of one stem), sorted by name; with `fold`, only the
     stems at sorted positions in that fold (`r3fa.folds.fold_of_index`; positions count the stems that have an
     image, so the folds are those of the benchmark). An annotation without an image belongs to no fold: every
-    fold reports it. Each image is its own subject; the source is "aflw2000_3d"."""
+    fold reports it. Each image is its own subject; the source is "aflw2000_3d". With `limit`, the first
+    `limit` inputs."""
     if fold is not None and not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} out of range for {n_folds} folds")
-    groups, position = [], -1
-    for group in group_files(root):
-        position += bool(group.images)
-        if fold is None or not group.images or fold_of_index(position, n_folds) == fold:
-            groups.append(group)
+
+    def groups() -> Iterator[FileGroup]:
+        position = -1
+        for group in group_files(root):
+            position += bool(group.images)
+            if fold is None or not group.images or fold_of_index(position, n_folds) == fold:
+                yield group
 
     def make_item(image: Path, mat: Path) -> SourceItem:
         return SourceItem(
@@ -346,7 +366,7 @@ def discover_aflw2000(root: str | Path, fold: int | None = None, n_folds: int = 
             annotation_path=str(mat),
         )
 
-    return pair_inputs(groups, make_item, "aflw2000_3d")
+    return pair_inputs(groups(), make_item, "aflw2000_3d", limit)
 
 
 def items_of(inputs: Iterable[Input]) -> Iterator[SourceItem]:
@@ -499,26 +519,37 @@ def load_image_landmarks(item: SourceItem) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- records
 def crop_label(base: BaseSample, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
     """The 62-d crop-frame label (`DATASET_CONVENTION`) and the crop-frame landmarks `(2, 68)` of a base
-    sample seen through `transform`.
+    sample seen through `transform` (`crop_labels` of one transform)."""
+    params, landmarks = crop_labels(base, [transform])
+    return params[0], landmarks[0]
 
-    The transform acts on x, y; depth scales with its 2D scale. A mirroring transform maps the face onto its
+
+def crop_labels(base: BaseSample, transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
+    """The crop-frame labels `(k, 62)` (`DATASET_CONVENTION`) and landmarks `(k, 2, 68)` of a base sample seen
+    through each of `k` transforms, computed together (a source's copies cost one call, not one each).
+
+    A transform acts on x, y; depth scales with its 2D scale. A mirroring transform maps the face onto its
     mirror image: the pose becomes `L A diag(-1, 1, 1)` (a proper scaled rotation again), the coefficients
     are refitted to the mirrored shape (`mirror_coefficients`) and the landmarks are permuted with the
     iBUG 68-point symmetry.
     """
-    to_crop = np.eye(4)
-    to_crop[:2, :2], to_crop[:2, 3] = transform.matrix[:, :2], transform.matrix[:, 2]
-    to_crop[2, 2] = transform.scale
-    affine = to_crop @ np.vstack([base.image_affine, [0, 0, 0, 1]])
-    shape, exp = base.shape, base.exp
-    landmarks = transform.apply(base.landmarks)
-    if transform.mirrored:
-        shape, exp, offset = mirror_coefficients(shape, exp, _bfm68())
-        affine[:3, :3] = affine[:3, :3] @ np.diag([-1.0, 1.0, 1.0])
-        affine[:3, 3] += affine[:3, :3] @ offset
-        landmarks = landmarks[:, IBUG68_FLIP]
-    params = crop_frame_params(affine[:3], shape, exp, _UNIT_CROP, DATASET_CONVENTION)
-    return params, landmarks
+    matrices = np.stack([t.matrix for t in transforms])  # (k, 2, 3)
+    det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
+    to_crop = np.zeros((len(matrices), 4, 4))
+    to_crop[:, :2, :2], to_crop[:, :2, 3] = matrices[:, :, :2], matrices[:, :, 2]
+    to_crop[:, 2, 2], to_crop[:, 3, 3] = np.sqrt(np.abs(det)), 1.0
+    affine = to_crop @ homogeneous(base.image_affine)
+    landmarks = matrices[:, :, :2] @ np.asarray(base.landmarks, np.float64)[:2] + matrices[:, :, 2:]
+    shape = np.repeat(base.shape[None], len(matrices), axis=0)
+    exp = np.repeat(base.exp[None], len(matrices), axis=0)
+    mirrored = det < 0
+    if mirrored.any():
+        shape[mirrored], exp[mirrored], offset = mirror_coefficients(base.shape, base.exp, _bfm68())
+        rotation = affine[mirrored, :3, :3] @ np.diag([-1.0, 1.0, 1.0])
+        affine[mirrored, :3, :3] = rotation
+        affine[mirrored, :3, 3] += rotation @ offset
+        landmarks[mirrored] = landmarks[mirrored][:, :, IBUG68_FLIP]
+    return crop_frame_params(affine[:, :3], shape, exp, _UNIT_CROP, DATASET_CONVENTION), landmarks
 
 
 def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE) -> np.ndarray:
@@ -527,31 +558,42 @@ def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE
 
 
 def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | None = None) -> SampleRecord:
-    """A 120x120 training record of a base sample.
+    """A 120x120 training record of a base sample (`make_records` of one transform; default the plain crop of
+    `base.roi`, 3DDFA's landmark roi)."""
+    return make_records(base, item, [transform or CropTransform.from_roi(base.roi)])[0]
+
+
+def make_records(base: BaseSample, item: SourceItem, transforms: Sequence[CropTransform]) -> list[SampleRecord]:
+    """120x120 training records of a base sample, one per image -> crop transform; the labels of all of them
+    are computed in one vectorised pass (`crop_labels`).
 
     Args:
         base: the sample in its image frame (`load_source_sample`).
         item: where it came from (key, source, subject, image path).
-        transform: image -> crop affine; default the plain crop of `base.roi` (3DDFA's landmark roi).
+        transforms: image -> crop affines.
 
     Returns:
-        The record: crop, crop-frame label and landmarks, pose in degrees, and `label_nme` (percent) of the
+        The records: crop, crop-frame label and landmarks, pose in degrees, and `label_nme` (percent) of the
         label's crop-frame landmarks against the transformed annotation landmarks. `roi` is the image box
         the crop covers (the axis-aligned bound of its corners for a rotated crop).
     """
-    transform = transform or CropTransform.from_roi(base.roi)
-    params, landmarks = crop_label(base, transform)
-    reconstructed = landmarks_in_crop(_bfm68(), params, DATASET_CONVENTION)[:2]
-    return SampleRecord(
-        key=item.key,
-        source=item.source,
-        subject_id=item.subject_id,
-        image_path=item.image_path,
-        crop=warp_crop(base.image, transform),
-        roi=transform.roi(),
-        params=params,
-        landmarks=landmarks.astype(np.float32),
-        pose_deg=pose_degrees(params).astype(np.float32),
-        label_nme=100.0 * float(landmark_nme(reconstructed, landmarks)),
-        fitted=base.fitted,
-    )
+    params, landmarks = crop_labels(base, transforms)
+    reconstructed = landmarks_in_crop(_bfm68(), params, DATASET_CONVENTION)[:, :2]
+    label_nme = 100.0 * landmark_nme(reconstructed, landmarks)
+    pose_deg = pose_degrees(params).astype(np.float32)
+    return [
+        SampleRecord(
+            key=item.key,
+            source=item.source,
+            subject_id=item.subject_id,
+            image_path=item.image_path,
+            crop=warp_crop(base.image, transform),
+            roi=transform.roi(),
+            params=params[i],
+            landmarks=landmarks[i].astype(np.float32),
+            pose_deg=pose_deg[i],
+            label_nme=float(label_nme[i]),
+            fitted=base.fitted,
+        )
+        for i, transform in enumerate(transforms)
+    ]
