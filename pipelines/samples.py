@@ -1,7 +1,8 @@
 """The stages over sample records: the candidates of one source item become encoded samples or rejections.
 
 ingest (`r3fa.readers.load_source_sample`, once per item: one decode, one label) -> for each of the item's
-candidates, augment (`r3fa.augment.augment_sample`) or synthesis (`pipelines.synthesis_stage.synthesize_sample`)
+candidates, augment (`r3fa.augment.augment_copies`: all copies of the item, labelled in one vectorised pass) or
+synthesis (`pipelines.synthesis_stage.synthesize_sample`)
 -> label check (finite label, label NME within the threshold) -> encode (JPEG crop, raw float32 labels, JSON
 summary: the tar members, and the Parquet row). A bad input never stops a build: whatever a stage raises for
 one candidate (`BadInputError`, `cv2.error`, `numpy.linalg.LinAlgError`, `OSError`, ...) becomes that
@@ -23,7 +24,7 @@ import numpy as np
 from pipelines.mix import MixConfig
 from pipelines.plan import SampleSpec
 from pipelines.tables import augment_json, sample_row
-from r3fa.augment import augment_sample, copy_rng
+from r3fa.augment import augment_copies, augment_sample, copy_rng
 from r3fa.readers import BaseSample, load_source_sample
 from r3fa.records import Rejection, SampleRecord, rejection_of
 from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
@@ -92,6 +93,22 @@ def make_record(spec: SampleSpec, base: BaseSample, config: MixConfig) -> Sample
     return check_label(record, spec, config.max_label_nme)
 
 
+def make_records(specs: Sequence[SampleSpec], base: BaseSample, config: MixConfig) -> list[SampleRecord | Rejection]:
+    """The records of one item's candidates, in order: its augmented copies made together (one vectorised
+    label pass, `r3fa.augment.augment_copies`), each synthesis view alone. If making the copies together
+    fails, each copy is made alone, so a failure is the rejection of the copy that caused it only."""
+    copies = [spec for spec in specs if spec.stage != "synthesis"]
+    together: dict[str, SampleRecord | Rejection] = {}
+    if copies:
+        seeded = [(copy_rng(config.seed, spec.item.key, spec.copy_index), spec.copy_index) for spec in copies]
+        try:
+            records = augment_copies(base, copies[0].item, config.augmentation, seeded)
+        except Exception:  # found again, and attributed to its copy, below
+            records = []
+        together = {spec.key: check_label(r, spec, config.max_label_nme) for spec, r in zip(copies, records)}
+    return [together[spec.key] if spec.key in together else make_record(spec, base, config) for spec in specs]
+
+
 def check_label(record: SampleRecord, spec: SampleSpec, max_label_nme: float) -> SampleRecord | Rejection:
     """The record if its label is finite and its label NME is within `max_label_nme` (percent)."""
     where = spec.item.annotation_path or spec.item.image_path
@@ -127,9 +144,9 @@ def make_item_samples(
         return
     with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
         base = load_base(specs[0], config)
-    for spec in specs:
-        with np.errstate(all="ignore"):
-            made = base if isinstance(base, Rejection) else make_record(spec, base, config)
-            if isinstance(made, SampleRecord):
+        records = [base] * len(specs) if isinstance(base, Rejection) else make_records(specs, base, config)
+    for spec, made in zip(specs, records):
+        if isinstance(made, SampleRecord):
+            with np.errstate(all="ignore"):
                 made = encode_record(made, spec, config)
         yield spec, replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
