@@ -145,12 +145,11 @@ def discover_source(source: SourceConfig) -> list[Input]:
     if not root.is_dir():
         raise UserError(f"source {source.kind} root {root}: not a folder (check the mix config's sources[].root)")
     if source.kind == "300wlp":
-        inputs = discover_300wlp(root)
+        inputs = discover_300wlp(root, source.limit)
     elif source.kind == "landmarks68":
-        inputs = discover_landmarks68(root, source.resolved_points(), source.style)
+        inputs = discover_landmarks68(root, source.resolved_points(), source.style)[: source.limit]
     else:
-        inputs = discover_aflw2000(root, source.fold, source.n_folds)
-    inputs = inputs[: source.limit]
+        inputs = discover_aflw2000(root, source.fold, source.n_folds, source.limit)
     if not any(isinstance(entry, SourceItem) for entry in inputs):
         raise UserError(
             f"source {source.kind} root {root}: no image with its .mat annotation found "
