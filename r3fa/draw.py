@@ -118,6 +118,25 @@ def contact_sheet(
         y0, x0 = r * (side + strip), c * side
         sheet[y0 : y0 + side, x0 : x0 + side] = _fit_cell(image, side)
         if captions is not None:
+            text, scale = _fitted_caption(str(captions[k]), side - 6, font_scale)
             org = (x0 + 3, y0 + side + text_h + 3)
-            cv2.putText(sheet, str(captions[k]), org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(sheet, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return sheet
+
+
+_MIN_FONT_SCALE = 0.3  # below this OpenCV's Hershey font is no longer legible
+
+
+def _fitted_caption(text: str, width: int, scale: float) -> tuple[str, float]:
+    """The caption and font scale that fit in `width` pixels, so a caption never runs into the next cell:
+    the scale shrinks (down to `_MIN_FONT_SCALE`), then the text is cut and ends in "..."."""
+    def text_width(t: str, s: float) -> int:
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, s, 1)[0][0]
+
+    full = text_width(text, scale)
+    if full <= width:
+        return text, scale
+    scale = max(_MIN_FONT_SCALE, scale * width / full)
+    while text and text_width(text, scale) > width:
+        text = text[:-4] + "..." if len(text) > 3 else ""
+    return text, scale
