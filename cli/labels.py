@@ -11,9 +11,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.progress import progress_callback
 from r3fa.atomic import write_text_atomic
 from r3fa.audit import AuditReport, audit_folder
 from r3fa.errors import UserError
@@ -67,16 +67,8 @@ def audit(
     """Audit the labels of every .jpg/.mat pair under ROOT (see AUDIT_HELP)."""
     if out is not None and out.is_dir():
         raise UserError(f"--out {out} is a folder; give the path of the JSON report file")
-    stderr = Console(stderr=True)
-    columns = (TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task("audit", total=None)
-        report = audit_folder(
-            root,
-            refit=refit,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            max_image_pixels=max_image_pixels,
-        )
+    with progress_callback("audit", unit="images") as progress:
+        report = audit_folder(root, refit=refit, progress=progress, max_image_pixels=max_image_pixels)
     data = report.to_dict()
     if out is not None:
         try:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from cli.formats import OutputFormat
+from cli.progress import progress_callback
 
 app = typer.Typer(
     help="Build, verify and inspect WebDataset shard sets.",
@@ -24,14 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-
-
-
-class _RateColumn(ProgressColumn):
-    """Samples per second over rich's recent window."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f} samples/s" if task.speed else "- samples/s", style="cyan")
 
 
 def _counts_table(title: str, counts: dict[tuple, int], columns: list[str]) -> Table:
@@ -75,14 +66,8 @@ def build(
         summary = build_shards(mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts)
         typer.echo(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
         return
-    columns = [TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TextColumn("ETA"),
-               TimeRemainingColumn()]  # fmt: skip
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("build", total=None)
-        summary = build_shards(
-            mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )  # fmt: skip
+    with progress_callback("build", unit="samples") as progress:
+        summary = build_shards(mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts, progress=progress)
     counts = summary.counts
     table = Table(title=f"{out} ({summary.shards} shards, {summary.built} built in {summary.seconds:.1f} s)")
     for column in ("", *counts["by_yaw_bin"], "total"):

@@ -78,3 +78,23 @@ def test_r3fa_eval_off_a_terminal_logs_a_line_per_tenth(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = re.findall(r"^evaluate benchmark=aflw2000-3d done=(\d+)/100 percent=(\d+)$", done.stderr, re.MULTILINE)
     assert [int(percent) for _, percent in lines] == list(range(10, 101, 10)), done.stderr
+
+
+BUILD_LINE = re.compile(rf"^build done=(?P<done>\d+)/(?P<total>\d+) percent=(?P<percent>\d+) samples_per_s={NUMBER}( eta_s=\d+)?$")
+
+
+def test_a_shard_build_off_a_terminal_reports_plain_lines_up_to_100_percent(tmp_path: Path) -> None:
+    """Rich shows nothing live when stderr is not a terminal (CI, cron, a log file): the build says how far it
+    is in plain lines instead, rising to done == total."""
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "shards", "build",
+         str(PROJECT_ROOT / "configs/mix/test.yaml"), "--out", str(tmp_path / "shards"), "--workers", "0"],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600,
+        env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = [BUILD_LINE.match(line) for line in run.stderr.splitlines() if line.startswith("build ")]
+    assert lines and all(lines), run.stderr
+    done = [int(m["done"]) for m in lines]
+    assert done == sorted(done) and len(lines) >= 3
+    assert int(lines[-1]["done"]) == int(lines[-1]["total"]) and lines[-1]["percent"] == "100"
