@@ -69,7 +69,8 @@ def build(
     with progress_callback("build", unit="samples") as progress:
         summary = build_shards(mix, out, workers=workers, scheduler=scheduler, keep_parts=keep_parts, progress=progress)
     counts = summary.counts
-    table = Table(title=f"{out} ({summary.shards} shards, {summary.built} built in {summary.seconds:.1f} s)")
+    console.print(f"{out}: {summary.shards} shards, {summary.built} built in {summary.seconds:.1f} s", markup=False)
+    table = Table(title="samples by split and |yaw| bin")
     for column in ("", *counts["by_yaw_bin"], "total"):
         table.add_column(column, justify="right")
     for split in ("train", "val"):
