@@ -293,7 +293,7 @@ def _build(
         finished += result.count
         report(finished, total)
 
-    tasks = [ShardTask(s, tuple(cut.locations[spec.key] for spec in s.samples)) for s in todo]
+    tasks = [ShardTask.of(s, cut.locations, stamp) for s in todo]
     run(partial(build_shard, out_dir=out, stamp=stamp), tasks, on_result=shard_done,
         names=[f"shard-{s.name}" for s in todo])  # fmt: skip
     manifest = make_manifest(config, plan, shards, cut, out, inputs)

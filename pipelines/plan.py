@@ -58,11 +58,26 @@ class SampleSpec:
     rank: int = 0
 
 
+class KeyFingerprint:
+    """sha256 of a build stamp and of keys in order, fed one key at a time: what a part's or a shard's
+    completion marker names (a shard's writer recomputes it from the keys it reads, to check them)."""
+
+    def __init__(self, stamp: str):
+        self._digest = hashlib.sha256(stamp.encode())
+
+    def add(self, key: str) -> None:
+        """Feed the next key."""
+        self._digest.update(f"\n{key}".encode())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def _fingerprint(stamp: str, samples: tuple[SampleSpec, ...]) -> str:
-    digest = hashlib.sha256(stamp.encode())
+    fingerprint = KeyFingerprint(stamp)
     for spec in samples:
-        digest.update(f"\n{spec.key}".encode())
-    return digest.hexdigest()
+        fingerprint.add(spec.key)
+    return fingerprint.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,25 @@ tars. The Parquet table is written in row groups of `ROW_GROUP_ROWS`, so memory 
 size. Nothing is decoded or encoded here: the bytes were made in phase 1, so a shard's bytes depend only on
 which samples it holds, in which order. Files of one shard, for `{stem}` = `{name}-{split}-{NNNNNN}`:
 `{stem}.tar`, `{stem}.idx`, `{stem}.parquet`, `{stem}.done`.
+
+A worker's memory does not grow with the samples of its shard: the task it receives (`ShardTask`) holds the
+samples' locations as three integer arrays and a table of part names (no Python object per sample), the
+tar's index is streamed to disk (`pipelines.index.IndexWriter`) and the Parquet rows are flushed every
+`ROW_GROUP_ROWS`. The keys read are checked against the plan by recomputing the shard's fingerprint from
+them, before any of the shard's files is put in place.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.parts import PartReader
-from pipelines.plan import ShardSpec
+import numpy as np
+
+from pipelines.parts import PARTS_DIR, PartReader
+from pipelines.plan import KeyFingerprint, ShardSpec
 from pipelines.tables import TableWriter
 from pipelines.writer import ShardWriter
 from r3fa.atomic import write_bytes_atomic
@@ -43,12 +52,42 @@ class ShardFiles:
         return self.tar, self.idx, self.parquet, self.done
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardTask:
-    """A shard and where each of its samples lies: (part name, offset, length), in the shard's order."""
+    """What a worker needs to write one shard, compactly (about 20 bytes a sample when pickled).
 
-    shard: ShardSpec
-    locations: tuple[tuple[str, int, int], ...]
+    Attributes:
+        name: the shard's file stem.
+        split: "train" or "val".
+        fingerprint: the planned shard's fingerprint (`ShardSpec.fingerprint`), checked against the keys read.
+        parts: the names of the parts its samples come from.
+        part: per sample, in write order, the index of its part in `parts` (int32).
+        offset: per sample, its byte offset in the part's record file (int64).
+        length: per sample, its length in bytes (int64).
+    """
+
+    name: str
+    split: str
+    fingerprint: str
+    parts: tuple[str, ...]
+    part: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def of(cls, shard: ShardSpec, locations: Mapping[str, tuple[str, int, int]], stamp: str) -> "ShardTask":
+        """The task of a planned shard, from the cut's locations (key -> part name, offset, length)."""
+        where = [locations[spec.key] for spec in shard.samples]
+        parts: dict[str, int] = {}
+        part = np.array([parts.setdefault(name, len(parts)) for name, _, _ in where], np.int32)
+        offset = np.array([at for _, at, _ in where], np.int64)
+        length = np.array([size for _, _, size in where], np.int64)
+        return cls(shard.name, shard.split, shard.fingerprint(stamp), tuple(parts), part, offset, length)
+
+    def locations(self) -> Iterator[tuple[str, int, int]]:
+        """(part name, offset, length) of each sample, in write order."""
+        for part, offset, length in zip(self.part.tolist(), self.offset.tolist(), self.length.tolist(), strict=True):
+            yield self.parts[part], offset, length
 
 
 @dataclass(frozen=True)
@@ -58,7 +97,6 @@ class ShardResult:
     name: str
     split: str
     count: int
-
 
 
 
@@ -72,22 +110,28 @@ def build_shard(task: ShardTask, out_dir: str | Path, stamp: str) -> ShardResult
 
     Returns:
         Its name, split and count.
+
+    Raises:
+        RuntimeError: the keys read are not the planned shard's (a part changed after the cut); nothing is
+            written.
     """
-    shard = task.shard
-    files = ShardFiles.of(out_dir, shard.name)
+    files = ShardFiles.of(out_dir, task.name)
+    keys = KeyFingerprint(stamp)
     rows: list[dict] = []
     with PartReader(out_dir) as parts, ShardWriter(files.tar, files.idx) as writer, \
             TableWriter(files.parquet, "samples") as table:  # fmt: skip
-        for spec, location in zip(shard.samples, task.locations, strict=True):
+        for location in task.locations():
             sample = parts.read(*location)
-            if sample.key != spec.key:
-                raise RuntimeError(f"{location}: holds {sample.key!r}, the cut placed {spec.key!r} there")
+            keys.add(sample.key)
             writer.write(sample.key, sample.members)
-            rows.append({**sample.row, "shard": shard.tar})
+            rows.append({**sample.row, "shard": files.tar.name})
             if len(rows) == ROW_GROUP_ROWS:
                 table.write(rows)
                 rows = []
         table.write(rows)
-    done = {"fingerprint": shard.fingerprint(stamp), "count": writer.count, "tar_sha256": file_sha256(files.tar)}
+        if keys.hexdigest() != task.fingerprint:
+            raise RuntimeError(f"shard {task.name}: the samples read are not the planned ones (a part's record file "
+                               f"changed after it was made); delete {PARTS_DIR}/ and build again")  # fmt: skip
+    done = {"fingerprint": task.fingerprint, "count": writer.count, "tar_sha256": file_sha256(files.tar)}
     write_bytes_atomic(files.done, json.dumps(done, sort_keys=True).encode())
-    return ShardResult(shard.name, shard.split, writer.count)
+    return ShardResult(task.name, task.split, writer.count)

@@ -4,7 +4,9 @@ It knows nothing of plans, records or Dask: it takes a key and the bytes of its 
 (mtime 0, uid/gid 0, no user or group names, mode 0644, ustar format) and each sample's members are written
 in sorted extension order, so the same samples give the same bytes. The tar is written under a temporary
 name, fsynced and renamed on `close()`, which also writes its DALI index (`pipelines.index`) from the
-member offsets recorded while writing; the index is therefore never derived from a re-scan.
+member offsets recorded while writing; the index is therefore never derived from a re-scan. The index lines
+are streamed to a temporary file as samples are written, so the writer holds no per-sample state but the set
+of keys written (to refuse a repeated one).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from r3fa.atomic import TMP_SUFFIX, fsync_dir
-from pipelines.index import Member, write_index
+from pipelines.index import IndexWriter, Member
 
 HEADER_SIZE = tarfile.BLOCKSIZE  # a ustar member without extended headers has one 512-byte header
 
@@ -59,7 +61,7 @@ class ShardWriter:
         self._tmp = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
         self._file = open(self._tmp, "wb")
         self._offset = 0
-        self._index: list[list[Member]] = []
+        self._index = IndexWriter(self.index_path)
         self._keys: set[str] = set()
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
@@ -86,12 +88,12 @@ class ShardWriter:
             padding = -len(data) % tarfile.BLOCKSIZE
             self._file.write(tar_header(name, len(data)) + data + b"\0" * padding)
             self._offset += HEADER_SIZE + len(data) + padding
-        self._index.append(entries)
+        self._index.add(entries)
 
     @property
     def count(self) -> int:
         """Samples written so far."""
-        return len(self._index)
+        return self._index.count
 
     def close(self) -> None:
         """Finish the tar (two zero blocks, then zeros to a whole record, as `tarfile` does), fsync, rename it
@@ -103,12 +105,13 @@ class ShardWriter:
         self._file.close()
         os.replace(self._tmp, self.tar_path)
         fsync_dir(self.tar_path.parent)
-        write_index(self.index_path, self._index)
+        self._index.close()
 
     def abort(self) -> None:
-        """Drop the partial tar."""
+        """Drop the partial tar and the index lines."""
         self._file.close()
         self._tmp.unlink(missing_ok=True)
+        self._index.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self
