@@ -50,6 +50,8 @@ from pathlib import Path  # noqa: E402
 
 import psutil  # noqa: E402
 
+from r3fa.shard_contract import load_manifest  # noqa: E402
+
 PROJECT = Path(__file__).resolve().parents[1]
 R3FA = [sys.executable, "-c", "from cli.main import app; app()"]  # the `r3fa` command of this interpreter
 PAPER_SAMPLES = 680_000
@@ -202,8 +204,7 @@ def stage_duckdb(out: Path) -> dict:
     import duckdb
 
     con = duckdb.connect()
-    manifest = json.loads((out / "manifest.json").read_text())
-    tables = "read_parquet([" + ", ".join(f"'{out / s['parquet']}'" for s in manifest["shards"]) + "])"
+    tables = "read_parquet([" + ", ".join(f"'{out / s.parquet}'" for s in load_manifest(out).shards) + "])"
     columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {tables}").fetchall()}
     by = [c for c in ("split", "synthetic") if c in columns]
     rows = con.execute(f"SELECT {', '.join(by)}, count(*) FROM {tables} GROUP BY ALL ORDER BY ALL").fetchall()
@@ -274,13 +275,13 @@ def ensure_standin(config_path: Path, images: int | None) -> dict:
 
 
 def shard_sizes(out: Path) -> dict:
-    manifest = json.loads((out / "manifest.json").read_text())
-    shards = [{"file": s["file"], "split": s["split"], "samples": s["count"],
-               "mb": round((out / s["file"]).stat().st_size / 1e6, 1)} for s in manifest["shards"]]  # fmt: skip
-    total_bytes = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
+    manifest = load_manifest(out)
+    shards = [{"file": s.file, "split": s.split, "samples": s.count,
+               "mb": round((out / s.file).stat().st_size / 1e6, 1)} for s in manifest.shards]  # fmt: skip
+    total_bytes = sum((out / s.file).stat().st_size for s in manifest.shards)
     samples = sum(s["samples"] for s in shards)
     return {"shards": shards, "bytes_per_sample": round(total_bytes / max(samples, 1)),
-            "configured_sample_bytes": manifest["config"].get("sample_bytes")}  # fmt: skip
+            "configured_sample_bytes": manifest.config.get("sample_bytes")}  # fmt: skip
 
 
 def _rate(samples: int | None, seconds: float) -> float | None:

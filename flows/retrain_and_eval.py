@@ -30,7 +30,6 @@ Artifacts: `retrain-decision` (markdown: the decision, its reason, where the fil
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -55,6 +54,7 @@ from r3fa.evaluation import NonFiniteResultError
 from r3fa.provenance import code_version
 from r3fa.paths import PROJECT_ROOT
 from r3fa.promotion import Candidate, Decision, Gate, promote_if_better, promoted_entry
+from r3fa.shard_contract import ManifestError, load_manifest
 from r3fa.training import read_dataset_info
 
 BINS = ("0-30", "30-60", "60-90", "mean", "std")
@@ -79,12 +79,13 @@ def shard_set_key(mix: MixConfig) -> tuple[str, str]:
 
 
 def is_current(shard_dir: Path, mix: MixConfig, inputs: str) -> bool:
-    """Whether `shard_dir` holds a complete shard set (its manifest) of this config and these inputs."""
-    path = shard_dir / "manifest.json"
-    if not path.is_file():
+    """Whether `shard_dir` holds a complete shard set (its manifest) of this config and these inputs; a missing,
+    damaged or older manifest is not current (the build then rebuilds the set, reusing its complete shards)."""
+    try:
+        manifest = load_manifest(shard_dir)
+    except ManifestError:
         return False
-    manifest = json.loads(path.read_text())
-    return manifest.get("inputs", {}).get("sha256") == inputs and manifest.get("config") == mix.model_dump(mode="json")
+    return manifest.inputs.sha256 == inputs and manifest.config == mix.model_dump(mode="json")
 
 
 def benchmark_name(benchmark: str, fold: int | None, n_folds: int) -> str:

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from pipelines.cut import Cut, check_shortfall, cut_candidates
-from pipelines.manifest import MANIFEST_FILE, REJECTED_FILE, input_counts, inputs_hash, make_manifest, write_manifest
+from pipelines.manifest import input_counts, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.outdir import BuildLock, is_own_temporary, owned_pattern
 from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part
@@ -41,6 +41,7 @@ from pipelines.tables import rejection_row, write_table
 from r3fa.atomic import read_marker
 from r3fa.config import write_resolved
 from r3fa.errors import UserError
+from r3fa.shard_contract import MANIFEST_FILE, REJECTED_FILE
 
 RESOLVED_CONFIG_FILE = "config.resolved.yaml"
 
@@ -297,21 +298,22 @@ def _build(
     run(partial(build_shard, out_dir=out, stamp=stamp), tasks, on_result=shard_done,
         names=[f"shard-{s.name}" for s in todo])  # fmt: skip
     manifest = make_manifest(config, plan, shards, cut, out, inputs)
-    check_reject_rate(manifest["inputs"]["by_source"], config.max_reject_fraction)
+    written = manifest.model_dump(mode="json")
+    check_reject_rate(written["inputs"]["by_source"], config.max_reject_fraction)
     write_manifest(manifest, out)
     if not keep_parts:
         for part in parts:
             PartFiles.of(out, part.name).data.unlink(missing_ok=True)
-    counts = manifest["counts"]
+    counts = manifest.counts
     return BuildSummary(
         out_dir=out,
         shards=len(shards),
         built=len(todo),
-        samples=counts["samples"],
-        planned=counts["planned"],
-        rejected=counts["rejected"],
-        surplus=counts["surplus"],
-        counts=counts,
-        inputs=manifest["inputs"]["by_source"],
+        samples=counts.samples,
+        planned=counts.planned,
+        rejected=counts.rejected,
+        surplus=counts.surplus,
+        counts=written["counts"],
+        inputs=written["inputs"]["by_source"],
         seconds=time.perf_counter() - start,
     )

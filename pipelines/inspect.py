@@ -6,7 +6,6 @@ contact sheet drawn from them shows the stored labels, not a recomputation.
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -14,37 +13,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.samples import IMAGE_EXT, LANDMARKS_EXT
-from r3fa.errors import UserError
 from r3fa.io import decode_image
 from r3fa.metrics import BIN_NAMES, yaw_bin
-
-
-def _manifest(out_dir: Path) -> dict:
-    """The manifest of a shard set.
-
-    Raises:
-        UserError: no folder, no `manifest.json` (an empty folder, or a build that did not finish), or one that is
-            not a readable manifest.
-    """
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{out_dir}: no manifest.json; not a shard set, or its build did not finish (run it again)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise UserError(f"{path}: not a readable manifest; run `r3fa shards verify {out_dir}`")
-    return manifest
+from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, load_manifest, read_label
 
 
 def count_samples(out_dir: str | Path) -> Counter:
-    """Samples per (split, source, |yaw| bin, synthetic), from the shards' Parquet files."""
+    """Samples per (split, source, |yaw| bin, synthetic), from the shards' Parquet files.
+
+    Raises:
+        UserError: no readable manifest (`r3fa.shard_contract.load_manifest`).
+    """
     out = Path(out_dir)
     counts: Counter = Counter()
-    for entry in _manifest(out)["shards"]:
-        table = pq.read_table(out / entry["parquet"], columns=["split", "source", "yaw", "synthetic"])
+    for entry in load_manifest(out).shards:
+        table = pq.read_table(out / entry.parquet, columns=["split", "source", "yaw", "synthetic"])
         bins = yaw_bin(table.column("yaw").to_numpy())
         columns = (table.column(c).to_pylist() for c in ("split", "source", "synthetic"))
         counts.update((split, source, BIN_NAMES[b], synthetic) for split, source, synthetic, b in zip(*columns, bins))
@@ -58,12 +41,15 @@ def read_samples(out_dir: str | Path, n: int, seed: int = 0) -> list[tuple[str, 
         out_dir: the shard set.
         n: how many.
         seed: which ones (a seeded draw over every key of the set).
+
+    Raises:
+        UserError: no readable manifest (`r3fa.shard_contract.load_manifest`).
     """
     out = Path(out_dir)
     keys = []
-    for entry in _manifest(out)["shards"]:
-        table = pq.read_table(out / entry["parquet"], columns=["key"])
-        keys += [(entry["file"], key) for key in table.column("key").to_pylist()]
+    for entry in load_manifest(out).shards:
+        table = pq.read_table(out / entry.parquet, columns=["key"])
+        keys += [(entry.file, key) for key in table.column("key").to_pylist()]
     rng = np.random.default_rng(seed)
     picked = [keys[i] for i in sorted(rng.choice(len(keys), size=min(n, len(keys)), replace=False))]
     wanted: dict[str, set[str]] = {}
@@ -79,6 +65,6 @@ def read_samples(out_dir: str | Path, n: int, seed: int = 0) -> list[tuple[str, 
     samples = []
     for _, key in picked:
         image = decode_image(found[key][IMAGE_EXT], key)
-        landmarks = np.frombuffer(found[key][LANDMARKS_EXT], "<f4").reshape(2, 68)
+        landmarks = read_label(LANDMARKS_EXT, found[key][LANDMARKS_EXT]).reshape(2, 68)
         samples.append((key, image, landmarks))
     return samples

@@ -2,8 +2,9 @@
 
 Written once every shard is complete, from the shards' `.done` markers and their Parquet files (streamed one
 file at a time, so memory does not grow with the dataset); never from task results, so that a resumed build
-writes the same manifest as an uninterrupted one. Its JSON schema is `schemas/manifest.schema.json`
-(`MANIFEST_VERSION`). Inputs are hashed by metadata, not content: sha256 over the sorted lines
+writes the same manifest as an uninterrupted one. It fills `r3fa.shard_contract.ShardSetManifest` (the model
+every reader loads, with `MANIFEST_VERSION`; `schemas/manifest.schema.json` is generated from it) and writes
+its canonical bytes. Inputs are hashed by metadata, not content: sha256 over the sorted lines
 `path-relative-to-data-root size mtime_ns` of every input file (reading 122k images to hash them would cost
 more than the build's ingest); a file that cannot be stat'ed (a dangling symlink, a missing or unreadable
 file: ingest rejects it) is hashed as `path missing <error>` instead, so hashing never fails.
@@ -16,7 +17,6 @@ surplus (candidates made, all cut as surplus by the exact counts of `pipelines.c
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -34,14 +34,20 @@ from pipelines.tables import schema_version
 from r3fa.provenance import code_version, file_sha256
 from r3fa.metrics import BIN_NAMES, yaw_bin
 from r3fa.params import PARAM_DIM, Whitening
-from r3fa.paths import PROJECT_ROOT, data_root
+from r3fa.paths import data_root
 from r3fa.readers import SourceItem
 from r3fa.records import DATASET_CONVENTION
+from r3fa.shard_contract import (
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    REJECTED_FILE,
+    Counts,
+    Inputs,
+    ShardEntry,
+    ShardSetManifest,
+    manifest_json,
+)
 
-MANIFEST_VERSION = 2
-MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"
-REJECTED_FILE = "rejections/rejected.parquet"  # DIR/*.parquet is exactly the sample tables
-MANIFEST_FILE = "manifest.json"
 INPUT_HASH_METHOD = (
     "sha256 of sorted lines 'path size mtime_ns' of every input file (paths relative to the data root; "
     "'path missing <error>' for a file that cannot be stat'ed)"
@@ -119,7 +125,7 @@ def input_counts(
 
 def make_manifest(
     config: MixConfig, plan: Plan, shards: Sequence[ShardSpec], cut: Cut, out_dir: str | Path, inputs: tuple[str, int]
-) -> dict:
+) -> ShardSetManifest:
     """The manifest of a complete shard set (every shard has its `.done`).
 
     Args:
@@ -156,54 +162,54 @@ def make_manifest(
         if shard.split == "train" and table.num_rows:
             flat = table.column("params").combine_chunks().flatten().to_numpy()
             stats.add(flat.reshape(-1, PARAM_DIM).astype(np.float64))
-        entries.append({
-            "file": files.tar.name,
-            "split": shard.split,
-            "count": done["count"],
-            "sha256": done["tar_sha256"],
-            "idx": files.idx.name,
-            "parquet": files.parquet.name,
-            "parquet_sha256": file_sha256(files.parquet),
-            "parquet_bytes": files.parquet.stat().st_size,
-        })  # fmt: skip
+        entries.append(ShardEntry(
+            file=files.tar.name,
+            split=shard.split,
+            count=done["count"],
+            sha256=done["tar_sha256"],
+            idx=files.idx.name,
+            parquet=files.parquet.name,
+            parquet_sha256=file_sha256(files.parquet),
+            parquet_bytes=files.parquet.stat().st_size,
+        ))  # fmt: skip
     digest, n_files = inputs
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "name": config.name,
-        "code_version": build_code_version(),
-        "crop_convention": DATASET_CONVENTION.value,
-        "sample_schema_version": schema_version(),
-        "config": config.model_dump(mode="json"),
-        "inputs": {
-            "method": INPUT_HASH_METHOD,
-            "sha256": digest,
-            "files": n_files,
-            "items": len(plan.items),
-            "items_by_source": dict(sorted(Counter(item.source for item in plan.items).items())),
-            "by_source": input_counts(plan, cut.delivered_items, cut.surplus_items),
-        },
-        "whitening": stats.whitening(f"{config.name}-train").to_dict(),
-        "counts": {
-            "samples": sum(by_split.values()),
-            "planned": plan.n_samples + len(plan.rejected),
-            "rejected": len(cut.rejections) + len(plan.rejected),
-            "surplus": sum(c["surplus"] for c in cut.by_stage.values()),
-            "by_stage": cut.by_stage,
-            "by_source_stage": cut.by_source,
-            "synthetic": synthetic,
-            "by_split": {split: by_split.get(split, 0) for split in ("train", "val")},
-            "by_source": dict(sorted(by_source.items())),
-            "by_yaw_bin": {b: by_bin.get(b, 0) for b in BIN_NAMES},
-            "by_split_yaw_bin": {f"{s}/{b}": by_split_bin.get(f"{s}/{b}", 0) for s in ("train", "val") for b in BIN_NAMES},
-        },
-        "rejected_file": REJECTED_FILE,
-        "rejected_sha256": file_sha256(Path(out_dir) / REJECTED_FILE),
-        "shards": entries,
-    }
+    return ShardSetManifest(
+        manifest_version=MANIFEST_VERSION,
+        name=config.name,
+        code_version=build_code_version(),
+        crop_convention=DATASET_CONVENTION,
+        sample_schema_version=schema_version(),
+        config=config.model_dump(mode="json"),
+        inputs=Inputs(
+            method=INPUT_HASH_METHOD,
+            sha256=digest,
+            files=n_files,
+            items=len(plan.items),
+            items_by_source=dict(sorted(Counter(item.source for item in plan.items).items())),
+            by_source=input_counts(plan, cut.delivered_items, cut.surplus_items),
+        ),
+        whitening=stats.whitening(f"{config.name}-train").to_dict(),
+        counts=Counts(
+            samples=sum(by_split.values()),
+            planned=plan.n_samples + len(plan.rejected),
+            rejected=len(cut.rejections) + len(plan.rejected),
+            surplus=sum(c["surplus"] for c in cut.by_stage.values()),
+            by_stage=cut.by_stage,
+            by_source_stage=cut.by_source,
+            synthetic=synthetic,
+            by_split={split: by_split.get(split, 0) for split in ("train", "val")},
+            by_source=dict(sorted(by_source.items())),
+            by_yaw_bin={b: by_bin.get(b, 0) for b in BIN_NAMES},
+            by_split_yaw_bin={f"{s}/{b}": by_split_bin.get(f"{s}/{b}", 0) for s in ("train", "val") for b in BIN_NAMES},
+        ),
+        rejected_file=REJECTED_FILE,
+        rejected_sha256=file_sha256(Path(out_dir) / REJECTED_FILE),
+        shards=entries,
+    )
 
 
-def write_manifest(manifest: dict, out_dir: str | Path) -> Path:
-    """Write `manifest.json` atomically (sorted keys, so equal manifests are equal bytes)."""
+def write_manifest(manifest: ShardSetManifest, out_dir: str | Path) -> Path:
+    """Write `manifest.json` atomically (`r3fa.shard_contract.manifest_json`: equal manifests are equal bytes)."""
     path = Path(out_dir) / MANIFEST_FILE
-    write_bytes_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(path, manifest_json(manifest))
     return path

@@ -21,19 +21,21 @@ from r3fa.labels import landmarks_in_image
 from r3fa.morphable import MorphableModel, load_model
 from r3fa.models.mobilenet_v1 import load_3ddfa_v2_state_dict, widen_factor_of
 from r3fa.params import Whitening, load_whitening
+from r3fa.shard_contract import normalise_pixels
 
 V2_MODEL = "mobilenet_v1"
 
 
 def normalise_crops(crops: np.ndarray) -> torch.Tensor:
-    """BGR uint8 crops `(B, H, W, 3)` (or one `(H, W, 3)`) -> float32 `(B, 3, H, W)` as `(x - 127.5) / 128`."""
+    """BGR uint8 crops `(B, H, W, 3)` (or one `(H, W, 3)`) -> float32 `(B, 3, H, W)`, normalised as the training
+    loaders do (`r3fa.shard_contract.normalise_pixels`)."""
     arr = np.asarray(crops)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected BGR crops (B, H, W, 3), got shape {arr.shape}")
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
-    return (x - 127.5) / 128.0
+    return normalise_pixels(x)
 
 
 class Predictor:

@@ -14,13 +14,13 @@ Parquet (`yaw` column, degrees of the stored label), read by `split_yaw_bins`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from r3fa.metrics import BIN_NAMES, yaw_bin
+from r3fa.shard_contract import load_manifest
 
 SAMPLING_STREAM = 2  # generator stream of this order (r3fa.loaders.order uses 0 and 1 for its shuffles)
 
@@ -29,19 +29,17 @@ def split_yaw_bins(shard_dir: str | Path, split: str) -> np.ndarray:
     """The |yaw| bin index of every sample of `split`, in global index order (shards in manifest order).
 
     Raises:
+        UserError: no readable manifest (`r3fa.shard_contract.load_manifest`).
         FileNotFoundError: a listed shard has no Parquet.
         ValueError: a Parquet's row count differs from the manifest's count, or a yaw is not finite.
     """
     shard_dir = Path(shard_dir)
-    manifest = json.loads((shard_dir / "manifest.json").read_text())
     parts = []
-    for entry in manifest["shards"]:
-        if entry["split"] != split or entry["count"] == 0:
-            continue
-        path = (shard_dir / entry["file"]).with_suffix(".parquet")
+    for entry in load_manifest(shard_dir).split_shards(split):
+        path = shard_dir / entry.parquet
         yaw = pq.read_table(path, columns=["yaw"]).column("yaw").to_numpy()
-        if len(yaw) != entry["count"] or not np.all(np.isfinite(yaw)):
-            raise ValueError(f"{path}: {len(yaw)} finite yaw values expected {entry['count']}")
+        if len(yaw) != entry.count or not np.all(np.isfinite(yaw)):
+            raise ValueError(f"{path}: {len(yaw)} finite yaw values expected {entry.count}")
         parts.append(yaw_bin(yaw))
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 

@@ -31,6 +31,7 @@ from r3fa.crop import CROP_SIZE, CropConvention
 from r3fa.errors import UserError
 from r3fa.metrics import BIN_NAMES
 from r3fa.params import PARAM_DIM, Whitening
+from r3fa.paths import PROJECT_ROOT
 
 # --- the members of a sample ---------------------------------------------------------------------------------
 IMAGE_EXT = "jpg"
@@ -75,6 +76,7 @@ def normalise_pixels(x: Any) -> Any:
 # --- manifest.json -------------------------------------------------------------------------------------------
 MANIFEST_VERSION = 2
 MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"  # generated: `manifest_schema()`
 REJECTED_FILE = "rejections/rejected.parquet"  # DIR/*.parquet is exactly the sample tables
 SHARD_NAME_PATTERN = r"^[A-Za-z0-9_-]+-(train|val)-[0-9]{6}"
 

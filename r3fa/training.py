@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -89,6 +88,7 @@ from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
 from r3fa.params import Whitening
 from r3fa.records import DATASET_CONVENTION
+from r3fa.shard_contract import load_manifest
 from r3fa.stderr_log import log_to_stderr
 from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
@@ -137,26 +137,14 @@ class DatasetInfo:
 
 
 def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
-    """Whitening statistics and manifest hash of a shard set.
-
-    The hash is the sha256 of the manifest's canonical JSON without its `code_version`: the manifest names
-    every shard with its sha256, the inputs and the config, so the hash identifies the data, and a rebuild by
-    a newer commit that skipped every complete shard keeps it (a run on those shards can still resume).
+    """Whitening statistics, manifest hash (`ShardSetManifest.identity`: the data, not the code version) and
+    crop convention of a shard set.
 
     Raises:
-        UserError: `shard_dir` holds no readable `manifest.json`.
+        UserError: `shard_dir` holds no readable `manifest.json` (`r3fa.shard_contract.load_manifest`).
     """
-    path = Path(shard_dir) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{shard_dir}: not a shard set (no manifest.json); build one with `r3fa shards build`")
-    try:
-        manifest = json.loads(path.read_text())
-        whitening = manifest["whitening"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: not a readable shard-set manifest ({type(err).__name__}: {err})") from None
-    identity = {k: v for k, v in manifest.items() if k != "code_version"}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return DatasetInfo(Whitening.from_dict(whitening), digest)
+    manifest = load_manifest(shard_dir)
+    return DatasetInfo(manifest.whitening.to_whitening(), manifest.identity(), manifest.crop_convention)
 
 
 # ----------------------------------------------------------------------------- factories

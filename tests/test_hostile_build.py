@@ -26,7 +26,7 @@ import yaml
 from scipy.io import loadmat, savemat
 
 from pipelines.build import RejectionRateError, build_shards
-from pipelines.manifest import MANIFEST_SCHEMA_PATH, inputs_hash
+from pipelines.manifest import inputs_hash
 from pipelines.mix import load_mix
 from pipelines.outdir import LOCK_NAME, BuildLock
 from pipelines.verify import verify_shard_set
@@ -34,6 +34,7 @@ from r3fa.errors import UserError
 from r3fa.image_header import image_size
 from r3fa.io import BadInputError, decode_image
 from r3fa.readers import SourceItem
+from r3fa.shard_contract import MANIFEST_SCHEMA_PATH
 
 R3FA = str(Path(sys.executable).parent / "r3fa")
 BOMB_SIDE = 32000

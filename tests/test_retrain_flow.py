@@ -24,7 +24,9 @@ import flows.retrain_and_eval as retrain
 from flows.retry import is_transient
 from pipelines.mix import load_mix
 from r3fa.errors import UserError
+from r3fa.metrics import BIN_NAMES
 from r3fa.promotion import read_registry
+from r3fa.shard_contract import MANIFEST_VERSION, REJECTED_FILE, ShardSetManifest, manifest_json
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,6 +60,19 @@ def bins(mean: float | None) -> dict:
     return {"0-30": low, "30-60": mean, "60-90": None if mean is None else mean + 1, "mean": mean, "std": 1.0}
 
 
+def empty_manifest(config: dict, inputs: str) -> ShardSetManifest:
+    """A valid manifest of a set with no shards: what `is_current` reads of a build of `config` over `inputs`."""
+    counts = {"samples": 0, "planned": 0, "rejected": 0, "surplus": 0, "synthetic": 0, "by_stage": {},
+              "by_source_stage": {}, "by_split": {"train": 0, "val": 0}, "by_source": {},
+              "by_yaw_bin": dict.fromkeys(BIN_NAMES, 0), "by_split_yaw_bin": {}}  # fmt: skip
+    return ShardSetManifest(
+        manifest_version=MANIFEST_VERSION, name=config["name"], code_version="test", crop_convention="3ddfa_v1",
+        sample_schema_version=1, config=config, counts=counts, rejected_file=REJECTED_FILE, rejected_sha256="0" * 64,
+        inputs={"method": "test", "sha256": inputs, "files": 0, "items": 0, "items_by_source": {}, "by_source": {}},
+        whitening={"name": "test", "mean": [0.0] * 62, "std": [1.0] * 62}, shards=[],
+    )  # fmt: skip
+
+
 class Stages:
     """Stand-ins for the stages: record their calls and return the NMEs queued in `means`."""
 
@@ -68,8 +83,7 @@ class Stages:
         mix = load_mix(mix_path)
         _, inputs = retrain.shard_set_key(mix)
         Path(shard_dir).mkdir(parents=True, exist_ok=True)
-        manifest = {"inputs": {"sha256": inputs}, "config": mix.model_dump(mode="json")}
-        (Path(shard_dir) / "manifest.json").write_text(json.dumps(manifest))
+        (Path(shard_dir) / "manifest.json").write_bytes(manifest_json(empty_manifest(mix.model_dump(mode="json"), inputs)))
         self.builds.append(shard_dir)
         return {"out_dir": shard_dir}
 

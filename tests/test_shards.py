@@ -20,11 +20,11 @@ import pytest
 import webdataset as wds
 
 from pipelines.build import build_shards
-from pipelines.manifest import MANIFEST_SCHEMA_PATH
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import assign_shards, make_plan, split_of
 from r3fa.params import Whitening
 from r3fa.paths import PROJECT_ROOT
+from r3fa.shard_contract import MANIFEST_SCHEMA_PATH
 
 CONFIG = PROJECT_ROOT / "configs" / "mix" / "test.yaml"
 R3FA = str(Path(sys.executable).parent / "r3fa")

@@ -24,6 +24,7 @@ from r3fa.errors import UserError
 from r3fa.evaluation import evaluate
 from r3fa.experiments.config import config_hash
 from r3fa.predictor import load_predictor
+from r3fa.shard_contract import load_manifest
 from r3fa.train_config import TrainConfig
 from r3fa.training import fit
 
@@ -66,9 +67,11 @@ def run_digest(train_cfg: TrainConfig, shard_dir: Path, target: EvalTarget) -> s
     Defaults are left out so that a field added to `TrainConfig` later, with the old behaviour as its default,
     does not invalidate finished runs; the shard set is identified by its bytes, not by the builder's config
     schema, so a rebuild that writes the same shards is the same data.
+
+    Raises:
+        UserError: no readable manifest in `shard_dir` (`r3fa.shard_contract.load_manifest`).
     """
-    manifest = json.loads((shard_dir / "manifest.json").read_text())
-    shards = sorted((e["file"], e["count"], e["sha256"]) for e in manifest["shards"])
+    shards = sorted((e.file, e.count, e.sha256) for e in load_manifest(shard_dir).shards)
     return config_hash(train_cfg.model_dump(mode="json", exclude_defaults=True), shards, target.__dict__)
 
 

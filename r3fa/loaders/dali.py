@@ -27,15 +27,8 @@ from nvidia.dali import fn, math, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from r3fa.loaders.jitter import OnlineJitter, blur_window, draw_jitter
-from r3fa.loaders.shardset import (
-    IMAGE_SIZE,
-    PIXEL_MEAN,
-    PIXEL_SCALE,
-    EpochPlan,
-    PlannedEpoch,
-    SampleReader,
-    empty_batch,
-)
+from r3fa.loaders.shardset import EpochPlan, PlannedEpoch, SampleReader, empty_batch
+from r3fa.shard_contract import IMAGE_SIZE, PIXEL_MEAN, PIXEL_SCALE
 
 _OUTPUTS = ["image", "params", "landmarks", "index", "position"]
 _NO_NOISE = np.zeros((1, 1, 3), np.float32)

@@ -17,7 +17,6 @@ decision that fixes *which* samples a rank sees lives here (and in `order`) and 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +27,19 @@ import torch
 from r3fa.errors import UserError
 from r3fa.loaders.jitter import OnlineJitter
 from r3fa.loaders.order import RankSlice, epoch_order
+from r3fa.shard_contract import (
+    IMAGE_EXT,
+    IMAGE_SIZE,
+    LABEL_BYTES,
+    LANDMARKS_DIM,
+    LANDMARKS_EXT,
+    PARAMS_DIM,
+    PARAMS_EXT,
+    SAMPLE_MEMBERS,
+    load_manifest,
+    read_label,
+)
 
-IMAGE_SIZE = 120
-PARAMS_DIM = 62
-LANDMARKS_DIM = 136
-# Input normalisation of the references: BGR, (x - 127.5) / 128.
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 128.0
-# Members of a sample, as the builder writes them (`KEY.jpg`, `KEY.params.f32`, ...), and their sizes.
-IMAGE_EXT = "jpg"
-PARAMS_EXT = "params.f32"
-LANDMARKS_EXT = "lms.f32"
-META_EXT = "json"
-_LABEL_BYTES = {PARAMS_EXT: 4 * PARAMS_DIM, LANDMARKS_EXT: 4 * LANDMARKS_DIM}
-_KNOWN_EXTS = {IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT, META_EXT}
 _TAR_BLOCK = 512
 _INDEX_VERSION = "v1.2"
 
@@ -70,26 +68,17 @@ def read_shards(shard_dir: Path, split: str) -> list[Shard]:
         The shards whose manifest entry has this split (empty shards left out).
 
     Raises:
-        UserError: no readable `manifest.json`, or a listed shard without its tar, index or `.done` marker.
+        UserError: no readable `manifest.json` (`r3fa.shard_contract.load_manifest`), or a listed shard without its
+            tar, index or `.done` marker.
     """
     shard_dir = Path(shard_dir)
-    path = shard_dir / "manifest.json"
-    try:
-        entries = json.loads(path.read_text())["shards"]
-        listed = [(e["split"], int(e["count"]), e["file"], e["idx"]) for e in entries]
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; is {shard_dir} a shard set built by `r3fa shards build`?") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: unreadable manifest ({type(err).__name__}: {err}); rebuild the shard set") from None
     shards = []
-    for entry_split, count, file, idx in listed:
-        if entry_split != split or count == 0:
-            continue
-        tar, index = shard_dir / file, shard_dir / idx
+    for entry in load_manifest(shard_dir).split_shards(split):
+        tar, index = shard_dir / entry.file, shard_dir / entry.idx
         for needed in (tar, index, tar.with_suffix(".done")):
             if not needed.exists():
-                raise UserError(f"{needed}: listed in {path} but missing; run `r3fa shards verify {shard_dir}`")
-        shards.append(Shard(tar=tar, index=index, count=count))
+                raise UserError(f"{needed}: listed in its manifest but missing; run `r3fa shards verify {shard_dir}`")
+        shards.append(Shard(tar=tar, index=index, count=entry.count))
     return shards
 
 
@@ -122,7 +111,7 @@ def _parse_line(shard: Shard, line: str) -> tuple[str, dict[str, tuple[int, int,
     found: dict[str, tuple[int, int, str]] = {}
     for i in range(0, len(fields), 4):
         ext, offset, size, name = fields[i : i + 4]
-        if name != f"{key}.{ext}" or ext not in _KNOWN_EXTS or not _safe_key(key):
+        if name != f"{key}.{ext}" or ext not in SAMPLE_MEMBERS or not _safe_key(key):
             raise _fail(shard, f"unsafe or unexpected member name {name!r}", key if _safe_key(key) else None)
         try:
             found[ext] = (int(offset), int(size), name)
@@ -131,7 +120,7 @@ def _parse_line(shard: Shard, line: str) -> tuple[str, dict[str, tuple[int, int,
     for ext in (IMAGE_EXT, PARAMS_EXT, LANDMARKS_EXT):
         if ext not in found:
             raise _fail(shard, f"member {key}.{ext} missing", key)
-    for ext, size in _LABEL_BYTES.items():
+    for ext, size in LABEL_BYTES.items():
         if found[ext][1] != size:
             raise _fail(shard, f"{key}.{ext} has {found[ext][1]} bytes, expected {size}", key)
     return key, found
@@ -268,7 +257,7 @@ class SampleReader:
                 raise _fail(shard, f"the tar holds {header[:60]!r} where the index puts {name}", key)
             parts.append(data[offset : offset + size])
         jpeg, params, landmarks = parts
-        return RawSample(key, jpeg, np.frombuffer(params, "<f4"), np.frombuffer(landmarks, "<f4"))
+        return RawSample(key, jpeg, read_label(PARAMS_EXT, params), read_label(LANDMARKS_EXT, landmarks))
 
 
 @dataclass(frozen=True)

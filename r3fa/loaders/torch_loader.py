@@ -24,15 +24,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from r3fa.io import decode_image
 from r3fa.loaders.jitter import OnlineJitter, apply_jitter, draw_jitter
-from r3fa.loaders.shardset import (
-    PIXEL_MEAN,
-    PIXEL_SCALE,
-    EpochPlan,
-    PlannedEpoch,
-    SampleReader,
-    ShardDataError,
-    empty_batch,
-)
+from r3fa.loaders.shardset import EpochPlan, PlannedEpoch, SampleReader, ShardDataError, empty_batch
+from r3fa.shard_contract import normalise_pixels
 
 # Workers are forked, whatever the process's default: a rank started by `torch.multiprocessing.spawn` inherits
 # "spawn", and spawned workers re-import torch (seconds per epoch, since a loader lives for one epoch). The
@@ -67,7 +60,7 @@ def read_batch(
             images.append(image.astype(np.float32))
         else:
             images.append(apply_jitter(image, draw_jitter(jitter, plan.seed, plan.epoch, position)))
-    image = (np.stack(images).transpose(0, 3, 1, 2) - PIXEL_MEAN) / PIXEL_SCALE
+    image = normalise_pixels(np.stack(images).transpose(0, 3, 1, 2))
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
         "params": torch.from_numpy(np.stack([s.params for s in samples])),
