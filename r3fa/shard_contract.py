@@ -86,6 +86,7 @@ Vector62 = Annotated[
     list[Annotated[float, Field(strict=True, allow_inf_nan=False)]], Field(min_length=PARAMS_DIM, max_length=PARAMS_DIM)
 ]
 Split = Literal["train", "val"]
+_CONFIG_KEYS = ("name", "sources", "seed")  # what any resolved mix config has
 YawBin = Literal[BIN_NAMES]
 
 
@@ -194,13 +195,23 @@ class ShardSetManifest(_Part):
     code_version: Annotated[str, Field(min_length=1, description="r3fa version + git commit (+ -dirty), or $R3FA_CODE_VERSION")]
     crop_convention: CropConvention
     sample_schema_version: Annotated[int, Field(ge=1, strict=True, description="version of schemas/samples.schema.json")]
-    config: dict[str, Any] = Field(description="the resolved mix config (pipelines.mix.MixConfig)")
+    config: dict[str, Any] = Field(
+        description="the resolved mix config (pipelines.mix.MixConfig)", json_schema_extra={"required": list(_CONFIG_KEYS)}
+    )
     inputs: Inputs
     whitening: WhiteningStats
     counts: Counts
     rejected_file: Literal[REJECTED_FILE]
     rejected_sha256: Sha256
     shards: list[ShardEntry]
+
+    @field_validator("config")
+    @classmethod
+    def _a_mix(cls, value: dict[str, Any]) -> dict[str, Any]:
+        missing = [key for key in _CONFIG_KEYS if key not in value]
+        if missing:
+            raise ValueError(f"not a resolved mix config (no {', '.join(missing)})")
+        return value
 
     def split_shards(self, split: str) -> list[ShardEntry]:
         """The shards of `split` that hold samples, in manifest order (the global sample index's order)."""

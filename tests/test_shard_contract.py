@@ -119,6 +119,7 @@ def test_a_manifest_of_another_version_is_refused_in_one_line(copy: Path, versio
         (lambda m: m["whitening"]["mean"].__setitem__(0, float("nan")), "whitening.mean.0"),
         (lambda m: m["counts"]["by_yaw_bin"].pop("60-90"), "counts.by_yaw_bin"),
         (lambda m: m.update(surprise=1), "surprise"),
+        (lambda m: m["config"].pop("seed"), "config"),
     ],
 )
 def test_a_missing_or_mistyped_field_is_a_user_error_naming_it(copy: Path, edit, field: str) -> None:
