@@ -8,6 +8,7 @@ works on a copy of its manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -96,6 +97,9 @@ def test_the_identity_ignores_the_code_version_only(built: Path) -> None:
     other_code = manifest.model_copy(update={"code_version": "another commit"})
     other_data = manifest.model_copy(update={"rejected_sha256": "0" * 64})
     assert other_code.identity() == manifest.identity() != other_data.identity()
+    raw = json.loads((built / "manifest.json").read_text())  # what checkpoints of earlier builds recorded
+    raw.pop("code_version")
+    assert manifest.identity() == hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
 
 
 @pytest.mark.parametrize("version", [1, 3, "2", None])
