@@ -50,7 +50,7 @@ from pathlib import Path  # noqa: E402
 
 import psutil  # noqa: E402
 
-from r3fa.shard_contract import load_manifest  # noqa: E402
+from r3fa.shard_contract import IMAGE_EXT, PARAMS_EXT, load_manifest  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 R3FA = [sys.executable, "-c", "from cli.main import app; app()"]  # the `r3fa` command of this interpreter
@@ -183,7 +183,7 @@ def stage_dali(out: Path, threads: int) -> dict:
         jpegs, params = fn.readers.webdataset(
             paths=[str(p) for p in tars],
             index_paths=[str(p.with_suffix(".idx")) for p in tars],
-            ext=["jpg", "params.f32"],
+            ext=[IMAGE_EXT, PARAMS_EXT],
             dtypes=[types.UINT8, types.FLOAT],
             missing_component_behavior="error",
             name="reader",
