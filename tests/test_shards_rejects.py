@@ -81,3 +81,32 @@ def test_a_300wlp_tree_source_builds(data_root: Path, tmp_path: Path) -> None:
     assert summary.samples + summary.rejected == 4 and summary.samples > 0
     assert set(summary.counts["by_source"]) <= {"300wlp/IBUG", "300wlp/IBUG_Flip"}
     assert verify_shard_set(tmp_path / "out") == []
+
+
+def test_one_failing_copy_is_rejected_alone_and_its_siblings_become_samples(
+    aflw2000_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item's copies are made together (one label pass); when one of them fails, the others are still made and
+    only the failing copy is a rejection, with the stage and exception class of its own failure."""
+    import r3fa.augment
+    from pipelines.plan import make_plan
+    from pipelines.samples import EncodedSample, make_item_samples
+    from r3fa.records import Rejection
+
+    photometric = r3fa.augment._photometric
+    calls = {"n": 0}
+
+    def fails_on_second_augmented_copy(crop, policy, rng):
+        calls["n"] += 1
+        if calls["n"] % 2 == 0:  # the 2nd augmented copy (copy 0 is the plain crop: no photometric ops)
+            raise ZeroDivisionError("broken op")
+        return photometric(crop, policy, rng)
+
+    monkeypatch.setattr(r3fa.augment, "_photometric", fails_on_second_augmented_copy)
+    config = MixConfig(name="copies", sources=[{"kind": "aflw2000_3d", "root": str(aflw2000_dir), "limit": 1}],
+                       augmentation={"copies_per_image": 3}, val_fraction=0.0)  # fmt: skip
+    specs = make_plan(config).candidates
+    assert [s.copy_index for s in specs] == [0, 1, 2]
+    made = [result for _, result in make_item_samples(specs, config)]
+    assert [type(m) for m in made] == [EncodedSample, EncodedSample, Rejection]
+    assert (made[2].stage, made[2].error, made[2].key) == ("augment", "ZeroDivisionError", specs[2].key)
