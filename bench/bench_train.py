@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from r3fa.crop import CropConvention
+from r3fa.dataset_info import DatasetInfo
 from r3fa.params import load_whitening
 from r3fa.train_config import TrainConfig
-from r3fa.training import DatasetInfo, TrainState, build_loss, build_model, build_optimizer, train_one_epoch
+from r3fa.train_resume import TrainState
+from r3fa.training import build_loss, build_model, build_optimizer, train_one_epoch
 
 TUNABLES = "glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=4294967296"
 

@@ -21,7 +21,8 @@ def train_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Train a model on a shard set; a killed run started again resumes from its last checkpoint."""
-    from r3fa.training import DistContext, fit_summary, train_from_files
+    from r3fa.distributed import DistContext
+    from r3fa.training import fit_summary, train_from_files
 
     result = train_from_files(config, shards, out, fresh=fresh, progress=not no_progress)
     if DistContext.from_env().is_main:

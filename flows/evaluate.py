@@ -24,11 +24,11 @@ from flows.figures import publish_evaluation
 from flows.progress import RunProgress, engine_logs
 from flows.retry import retry_transient
 from r3fa.benchmarks import load_benchmark
+from r3fa.dataset_info import read_dataset_info
 from r3fa.evaluation import MeanParamsPredictor, load_run, write_comparison
 from r3fa.evaluation import evaluate as run_evaluation
 from r3fa.predictor import load_predictor
 from r3fa.report import table_rows
-from r3fa.training import read_dataset_info
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_transient)

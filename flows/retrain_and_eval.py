@@ -50,12 +50,12 @@ from flows.train import train_flow
 from pipelines.manifest import inputs_hash
 from pipelines.mix import MixConfig, load_mix
 from pipelines.plan import make_plan
+from r3fa.dataset_info import read_dataset_info
 from r3fa.evaluation import NonFiniteResultError
 from r3fa.provenance import code_version
 from r3fa.paths import PROJECT_ROOT
 from r3fa.promotion import Candidate, Decision, Gate, promote_if_better, promoted_entry
 from r3fa.shard_contract import ManifestError, load_manifest
-from r3fa.training import read_dataset_info
 
 BINS = ("0-30", "30-60", "60-90", "mean", "std")
 

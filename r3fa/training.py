@@ -3,31 +3,12 @@
 Laid out like torchvision's reference script: `build_*` factories, `train_one_epoch`, `validate`, and
 `fit`, which wires them together with checkpointing; `main` is the command-line entry that `torchrun`
 starts (`torchrun --nproc-per-node N -m r3fa.training --config ... --shards ... --out ...`). Nothing here
-knows about Prefect: `flows/train.py` calls `fit` and publishes what it returns.
+knows about Prefect: `flows/train.py` calls `fit` and publishes what it returns. Around the engine, each in a
+module of its own: the DDP context and collectives (`r3fa.distributed`), what a shard set tells training
+(`r3fa.dataset_info`), what a checkpoint holds and when it may continue a run (`r3fa.train_resume`: resume is
+exact, elastic, or refused), and the progress bar, log lines, `metrics.csv` and batch log (`r3fa.train_report`).
 
 Why it looks the way it does:
-- **Resume is exact.** A run is a pure function of (config, shard set): the loader's order is the epoch's
-  canonical order (`r3fa.loaders.order`, fixed by seed, epoch, shard set, shuffle and sampling, the same for
-  every loader kind and world size) and can start at any sample, WPDC's vertex resampling draws from its own
-  seeded generator, and every checkpoint stores the model, optimiser, scheduler, the samples of the epoch
-  consumed, RNG states and the running epoch sums (of all ranks). A run killed mid-epoch and resumed from its
-  last checkpoint therefore ends with the weights of a run never stopped (up to float non-associativity, which
-  deterministic CPU kernels avoid).
-- **A checkpoint is self-describing.** Every file is an `r3fa.checkpoint.model_payload` (so
-  `r3fa.predictor.load_predictor` reads any of them), carrying the whitening statistics of the dataset's
-  training split, the crop convention of the labels and the dataset manifest's hash; training checkpoints
-  add `train_state`.
-- **Resume is elastic, exact or refused.** The batch size is global, so a step consumes `batch_size` samples
-  of the canonical order whatever the world size: a run stopped at any step continues on another number of
-  processes or with the other loader kind and sees exactly the samples of the epoch it had not yet seen, each
-  once. What fixes the order is recorded in every training checkpoint (`sample_order`: algorithm, shard set,
-  seed, global batch size, shuffle, sampling); a change of any of them is refused with a `UserError` that
-  names it and says how to start afresh (`sample_order_mismatch`), as is a checkpoint of another dataset or
-  config (the loader kind and its thread count aside: they change neither the samples, nor labels, nor jitter;
-  DALI's and OpenCV's JPEG decoders agree within a tolerance, so a change of kind is exact in samples, not
-  bit-exact in weights). `resume=False` never continues an old run: it moves the folder's previous run aside
-  (`replaced-<time>/`) and starts afresh, except that a checkpoint written under the same `run_id` (a retry of
-  the same Prefect task run) is that attempt's own and is continued.
 - **Batch size is global, and so are the BatchNorm statistics.** Under DDP each of the `world_size`
   processes takes `batch_size / world_size` samples per step from its own shard of the loader, and (with
   `sync_batchnorm`, the default) every BatchNorm layer normalises by the statistics of the whole global batch
@@ -39,10 +20,6 @@ Why it looks the way it does:
   never leaves a model file behind. There is no gradient scaler to consult: AMP here is bfloat16 autocast,
   whose range is float32's, so every non-finite loss or gradient counts.
 
-Progress: rank 0 logs one `key=value` line per epoch (loss, validation NME, img/s, ETA) and a summary line
-at the end through the `r3fa.training` logger, terminal or not (`epoch_line`, `summary_line`); on a terminal
-a rich bar shows the steps as well.
-
 Outputs of `fit` in `out_dir`: `config.resolved.yaml`, `metrics.csv` (one row per epoch),
 `checkpoints/last.pth` (rolling, for resume), `checkpoints/epoch_NNN.pth` and the final `model.pth`.
 """
@@ -51,100 +28,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import logging
 import math
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch import nn
 
 from r3fa import losses, models
-from r3fa.atomic import write_text_atomic
-from r3fa.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from r3fa.checkpoint import load_checkpoint, save_checkpoint
 from r3fa.config import load_config, write_resolved
-from r3fa.crop import CropConvention
+from r3fa.dataset_info import DatasetInfo, read_dataset_info
+from r3fa.distributed import DistContext, global_mean, global_sums, join_process_group, resolve_device
 from r3fa.errors import UserError
-from r3fa.provenance import code_version
 from r3fa.loaders import create_loader, dali_available
 from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, load_model, posed_vertices
-from r3fa.params import Whitening
-from r3fa.records import DATASET_CONVENTION
-from r3fa.shard_contract import load_manifest
 from r3fa.stderr_log import log_to_stderr
 from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
+from r3fa.train_report import ProgressBar, batch_log, epoch_line, summary_line, write_metrics
+from r3fa.train_resume import ResumableRun, TrainState, set_aside_previous_run, written_by
 
 EpochCallback = Callable[[dict[str, Any]], None]
 log = logging.getLogger("r3fa.training")
-
-
-# ----------------------------------------------------------------------------- run context
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a (possibly single-process) DDP job, from torchrun's environment."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> "DistContext":
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(spec: str, ctx: DistContext) -> torch.device:
-    """`"auto"`: this process's GPU (`cuda:LOCAL_RANK`) when CUDA is available, else the CPU."""
-    if spec == "auto":
-        return torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(spec)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What training needs from a shard set's `manifest.json`."""
-
-    whitening: Whitening
-    manifest_hash: str  # see `read_dataset_info`
-    convention: CropConvention = DATASET_CONVENTION
-
-
-def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
-    """Whitening statistics, manifest hash (`ShardSetManifest.identity`: the data, not the code version) and
-    crop convention of a shard set.
-
-    Raises:
-        UserError: `shard_dir` holds no readable `manifest.json` (`r3fa.shard_contract.load_manifest`).
-    """
-    manifest = load_manifest(shard_dir)
-    return DatasetInfo(manifest.whitening.to_whitening(), manifest.identity(), manifest.crop_convention)
 
 
 # ----------------------------------------------------------------------------- factories
@@ -168,6 +82,7 @@ def build_model(cfg: TrainConfig, device: torch.device, ctx: DistContext = DistC
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam over `model`'s parameters, with the config's learning rate and weight decay."""
     return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
 
@@ -194,19 +109,6 @@ def crop_landmarks(pred_whitened: torch.Tensor, info: DatasetInfo, bfm: Morphabl
 
 
 # ----------------------------------------------------------------------------- one epoch
-@dataclass
-class TrainState:
-    """Where a run is: the loader position and the current epoch's running sums."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    step: int = 0  # steps of `epoch` already done
-    global_step: int = 0
-    loss_sum: float = 0.0  # over this process's samples of the current epoch (in a checkpoint: all processes')
-    samples: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
-    nonfinite_steps: int = 0  # batches skipped in the whole run because their loss or gradient was not finite
-
-
 class DivergenceError(UserError):
     """Training diverged: more batches with a non-finite loss or gradient than `max_nonfinite_steps` allows."""
 
@@ -348,7 +250,7 @@ def validate(
     return {"val_loss": loss_sum / count, "val_nme": 100.0 * nme_sum / count, "val_samples": int(count)}
 
 
-# ----------------------------------------------------------------------------- checkpoints and logs
+# ----------------------------------------------------------------------------- the run
 @dataclass(frozen=True)
 class FitResult:
     """What a finished run produced."""
@@ -360,265 +262,11 @@ class FitResult:
     resumed_from: dict[str, int] | None  # {"epoch", "step"} when the run continued from a checkpoint
 
 
-METRIC_COLUMNS = (
-    "epoch", "global_step", "lr", "train_loss", "val_loss", "val_nme", "val_samples", "images_per_s", "epoch_seconds",
-)  # fmt: skip
-
-
-def write_metrics(history: list[dict[str, Any]], path: Path) -> Path:
-    """Write the per-epoch history as CSV (atomically; the whole file each time, so resume never duplicates)."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    return write_text_atomic(path, text.getvalue())
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "loss_generator": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["loss_generator"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def resolve_loader_kind(kind: str) -> str:
     """The loader `create_loader` builds for `kind`: `auto` is DALI where it imports, else the PyTorch one."""
     return "dali" if kind == "dali" or (kind == "auto" and dali_available()) else "torch"
 
 
-# How an epoch's order and its partition are computed (`r3fa.loaders.order`); bump it when that changes, so that
-# a checkpoint of the old order is refused instead of continued on a different one.
-ORDER_ALGORITHM = "r3fa-canonical-order-v1"
-# Config fields a resumed run may change: how batches are produced, not which samples, labels or jitter.
-_RESUMABLE_CHANGES = {"loader": ("kind", "num_threads")}
-
-
-def sample_order(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
-    """What fixes the training order of every epoch; a run resumes exactly only where all of it is unchanged.
-
-    World size and loader kind are not in it: ranks take their parts of one canonical order, so a resumed run
-    may change both (`r3fa.loaders.order`)."""
-    return {
-        "algorithm": ORDER_ALGORITHM,
-        "shard_set": info.manifest_hash,
-        "seed": cfg.seed,
-        "global_batch_size": cfg.batch_size,
-        "shuffle": cfg.loader.shuffle,
-        "sampling": cfg.loader.sampling,
-    }
-
-
-def sample_order_mismatch(recorded: Any, current: dict[str, Any]) -> str | None:
-    """Why a checkpoint whose `sample_order` is `recorded` cannot continue a run whose order is `current`
-    (each changed field as `name old -> new`), or None when the orders are the same."""
-    if not isinstance(recorded, dict):
-        return "the checkpoint records no sample order (written before the canonical order)"
-    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in current.items() if recorded.get(k) != v]
-    return "; ".join(changed) or None
-
-
-def _comparable(config: Any) -> Any:
-    """A dumped config without the fields a resumed run may change (`_RESUMABLE_CHANGES`)."""
-    if not isinstance(config, dict):
-        return config
-    return {
-        name: {k: v for k, v in section.items() if k not in _RESUMABLE_CHANGES[name]}
-        if name in _RESUMABLE_CHANGES and isinstance(section, dict)
-        else section
-        for name, section in config.items()
-    }
-
-
-class _Run:
-    """The mutable pieces of one `fit` call, and how they go into and come out of a checkpoint."""
-
-    def __init__(
-        self, cfg: TrainConfig, info: DatasetInfo, model: nn.Module, device: torch.device, ddp: dict[str, Any],
-        run_id: str | None = None,
-    ) -> None:  # fmt: skip
-        self.cfg, self.info, self.model, self.device = cfg, info, model, device
-        self.ddp, self.run_id = ddp, run_id  # ddp: {"world_size", "loader_kind", "sync_batchnorm_layers"}
-        self.optimizer = build_optimizer(cfg, model)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.state = TrainState()
-        self.code_version = code_version()
-
-    def model_checkpoint(self) -> dict[str, Any]:
-        """What inference needs (`r3fa.checkpoint.model_payload`), with the run's provenance in `meta`."""
-        return model_payload(
-            self.cfg.model.name,
-            self.cfg.model.kwargs,
-            self.model.state_dict(),
-            self.info.whitening,
-            self.info.convention,
-            meta={
-                "manifest_hash": self.info.manifest_hash,
-                "code_version": self.code_version,
-                "config": self.cfg.model_dump(mode="json"),
-                "ddp": dict(self.ddp),
-            },
-        )
-
-    def training_checkpoint(self, epoch_sums: tuple[float, int] | None = None) -> dict[str, Any]:
-        """The model checkpoint plus everything resuming needs (`train_state`).
-
-        Args:
-            epoch_sums: the current epoch's (loss sum, samples) over all processes (`_global_sums`); None: this
-                process's own (one process, or at an epoch boundary where both are zero).
-        """
-        s = self.state
-        loss_sum, samples = epoch_sums if epoch_sums is not None else (s.loss_sum, s.samples)
-        return {
-            **self.model_checkpoint(),
-            "train_state": {
-                "epoch": s.epoch,
-                "step": s.step,
-                "samples_consumed": s.step * self.cfg.batch_size,  # of epoch `epoch`'s canonical order
-                "sample_order": sample_order(self.cfg, self.info),
-                "global_step": s.global_step,
-                "loss_sum": loss_sum,
-                "samples": samples,
-                "history": s.history,
-                "nonfinite_steps": s.nonfinite_steps,
-                "loader_kind": self.ddp["loader_kind"],
-                "world_size": self.ddp["world_size"],
-                "run_id": self.run_id,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(self.generator, self.device),
-            },
-        }
-
-    def warm_start(self, payload: dict[str, Any]) -> None:
-        """Start from another run's weights (same architecture; the whitening is this dataset's)."""
-        if payload.get("model") != {"name": self.cfg.model.name, "kwargs": self.cfg.model.kwargs}:
-            raise UserError(f"cannot warm-start {self.cfg.model.name} from a {payload.get('model')} checkpoint")
-        self.model.load_state_dict(payload["state_dict"])
-
-    def restore(self, payload: dict[str, Any], path: Path, rank: int = 0) -> None:
-        """Continue from the training checkpoint `payload` (read from `path`), or refuse.
-
-        The checkpoint may come from another world size or loader kind: the run continues at its
-        `samples_consumed` (= `step` x the global batch size, which the order check keeps unchanged). Its
-        epoch sums (of all processes) go to rank 0 alone, so the epoch's mean loss counts every sample once
-        whatever the world size.
-
-        Raises:
-            UserError: the checkpoint is of another dataset, another sample order (seed, global batch size,
-                shuffle, sampling, order algorithm) or another config; the message says what changed and how to
-                start afresh.
-        """
-        fresh = f"start afresh with --fresh (resume=False), or delete {path.parent}"
-        ts = payload.get("train_state") if isinstance(payload, dict) else None
-        if not isinstance(ts, dict):
-            raise UserError(f"{path}: not a training checkpoint (no train_state); {fresh}")
-        meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
-        found = meta.get("manifest_hash")
-        if found != self.info.manifest_hash:
-            raise UserError(
-                f"{path} was trained on dataset {found}, not on this shard set ({self.info.manifest_hash}); {fresh}"
-            )
-        mismatch = sample_order_mismatch(ts.get("sample_order"), sample_order(self.cfg, self.info))
-        if mismatch is not None:
-            raise UserError(f"{path} cannot continue exactly here (another sample order: {mismatch}); {fresh}")
-        if _comparable(meta.get("config")) != _comparable(self.cfg.model_dump(mode="json")):
-            raise UserError(f"{path} was written by a run with another config; {fresh}")
-        self.model.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(ts["optimizer"])
-        self.scheduler.load_state_dict(ts["scheduler"])
-        _restore_rng(ts["rng"], self.generator, self.device)
-        loss_sum, samples = (ts["loss_sum"], ts["samples"]) if rank == 0 else (0.0, 0)
-        self.state = TrainState(
-            ts["epoch"], ts["step"], ts["global_step"], loss_sum, samples, list(ts["history"]), ts["nonfinite_steps"],
-        )  # fmt: skip
-
-
-def _written_by(checkpoint: Path, run_id: str | None) -> bool:
-    """Whether the training checkpoint `checkpoint` was written under `run_id` (False for None or a bad file)."""
-    if run_id is None:
-        return False
-    try:
-        state = load_checkpoint(checkpoint).get("train_state")
-    except (UserError, AttributeError):
-        return False
-    return isinstance(state, dict) and state.get("run_id") == run_id
-
-
-def set_aside_previous_run(out_dir: Path) -> Path | None:
-    """Move the files of the run in `out_dir` (checkpoints/, model.pth, metrics.csv) into
-    `out_dir/replaced-<UTC time>/`, so that a fresh run neither continues nor mixes with it; returns that folder."""
-    previous = [out_dir / name for name in ("checkpoints", "model.pth", "metrics.csv") if (out_dir / name).exists()]
-    if not previous:
-        return None
-    aside = Path(tempfile.mkdtemp(prefix=time.strftime("replaced-%Y%m%dT%H%M%SZ-", time.gmtime()), dir=out_dir))
-    for path in previous:
-        path.rename(aside / path.name)
-    return aside
-
-
-# ----------------------------------------------------------------------------- progress
-class _ProgressBar:
-    """A rich progress bar over the steps of the run, with images/s (main process only)."""
-
-    def __init__(self, enabled: bool, total_steps: int, done_steps: int) -> None:
-        self._progress = (
-            Progress(
-                TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[ips]:>7.1f} img/s  loss {task.fields[loss]:.4f}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-            )
-            if enabled
-            else None
-        )
-        self._total, self._done = total_steps, done_steps
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator["_ProgressBar"]:
-        if self._progress is None:
-            yield self
-            return
-        with self._progress:
-            self._task = self._progress.add_task(
-                "train", total=self._total, completed=self._done, epoch=0, ips=0.0, loss=math.nan
-            )
-            yield self
-
-    def update(self, epoch: int, images_per_s: float, loss: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, epoch=epoch, ips=images_per_s, loss=loss)
-
-
-def epoch_line(record: dict[str, Any], epochs: int, eta_s: float) -> str:
-    """The log line of a finished epoch: `key=value` fields, `epoch` counted from 1 out of `epochs`."""
-    return (
-        f"train epoch={record['epoch'] + 1}/{epochs} step={record['global_step']} lr={record['lr']:.3g} "
-        f"train_loss={record['train_loss']:.5f} val_loss={record['val_loss']:.5f} val_nme={record['val_nme']:.3f} "
-        f"img_per_s={record['images_per_s']:.1f} epoch_s={record['epoch_seconds']:.1f} eta_s={eta_s:.0f}"
-    )
-
-
-def summary_line(result: "FitResult", seconds: float) -> str:
-    """The log line at the end of a run: epochs, last epoch's validation NME and loss, wall time, model file."""
-    last = result.history[-1] if result.history else {}
-    return (
-        f"train done epochs={len(result.history)} val_nme={last.get('val_nme', math.nan):.3f} "
-        f"train_loss={last.get('train_loss', math.nan):.5f} seconds={seconds:.1f} model={result.model_path}"
-    )
-
-
-# ----------------------------------------------------------------------------- the run
 def fit(
     cfg: TrainConfig,
     shard_dir: str | Path,
@@ -633,7 +281,7 @@ def fit(
     """Train `cfg` on the shard set in `shard_dir`, writing checkpoints and logs to `out_dir`.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes files. A checkpoint of another
-    world size or loader kind is continued exactly (module docstring); `$R3FA_TRAIN_BATCH_LOG` records the
+    world size or loader kind is continued exactly (`r3fa.train_resume`); `$R3FA_TRAIN_BATCH_LOG` records the
     keys every process trains on (`batch_log`).
 
     Args:
@@ -661,10 +309,7 @@ def fit(
     device = resolve_device(cfg.device, ctx)
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world_size {ctx.world_size}")
-    if ctx.distributed and not torch.distributed.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    join_process_group(ctx, device)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -682,9 +327,10 @@ def fit(
         "loader_kind": resolve_loader_kind(cfg.loader.kind),
         "sync_batchnorm_layers": count_sync_batchnorm(model),
     }
-    run = _Run(cfg, info, model, device, ddp, run_id)
+    optimizer = build_optimizer(cfg, model)
+    run = ResumableRun(cfg, info, model, optimizer, build_scheduler(cfg, optimizer), device, ddp, run_id)
     resumed_from = None
-    if last_path.exists() and (resume or _written_by(last_path, run_id)):
+    if last_path.exists() and (resume or written_by(last_path, run_id)):
         run.restore(load_checkpoint(last_path), last_path, ctx.rank)
         resumed_from = {"epoch": run.state.epoch, "step": run.state.step}
     elif init_from is not None:
@@ -729,7 +375,7 @@ def fit(
     if steps_per_epoch == 0:
         raise ValueError(f"{shard_dir}: the train split has fewer than one batch of {cfg.batch_size} samples")
     state = run.state
-    bar = _ProgressBar(progress and ctx.is_main, cfg.epochs * steps_per_epoch, state.global_step)
+    bar = ProgressBar(progress and ctx.is_main, cfg.epochs * steps_per_epoch, state.global_step)
     clock = {"t0": time.perf_counter(), "images": 0}
     run_t0, epochs_at_start = time.perf_counter(), state.epoch
 
@@ -738,7 +384,7 @@ def fit(
         rate = clock["images"] / max(time.perf_counter() - clock["t0"], 1e-9)
         bar.update(s.epoch + 1, rate, s.loss_sum / max(s.samples, 1))  # counted from 1, as in the log lines
         if s.global_step % cfg.checkpoint_every_steps == 0 and s.step < steps_per_epoch:
-            sums = _global_sums(s.loss_sum, s.samples, ctx, device)  # every rank takes part
+            sums = global_sums(s.loss_sum, s.samples, ctx, device)  # every rank takes part
             if ctx.is_main:
                 save_checkpoint(run.training_checkpoint(sums), last_path)
 
@@ -776,7 +422,7 @@ def fit(
                 "epoch": state.epoch,
                 "global_step": state.global_step,
                 "lr": lr,
-                "train_loss": _global_mean(state.loss_sum, state.samples, ctx, device),
+                "train_loss": global_mean(state.loss_sum, state.samples, ctx, device),
                 **metrics,
                 "images_per_s": clock["images"] / max(seconds, 1e-9),
                 "epoch_seconds": seconds,
@@ -801,49 +447,8 @@ def fit(
         torch.distributed.barrier()
     result = FitResult(out_dir, model_path, out_dir / "metrics.csv", state.history, resumed_from)
     if ctx.is_main:
-        log.info(summary_line(result, time.perf_counter() - run_t0))
+        log.info(summary_line(result.history, result.model_path, time.perf_counter() - run_t0))
     return result
-
-
-def _global_sums(total: float, count: int, ctx: DistContext, device: torch.device) -> tuple[float, int]:
-    """(sum, count) over all processes (every process must call it)."""
-    sums = torch.tensor([total, count], dtype=torch.float64, device=device)
-    if ctx.distributed:
-        torch.distributed.all_reduce(sums)
-    return float(sums[0]), int(sums[1])
-
-
-def _global_mean(total: float, count: int, ctx: DistContext, device: torch.device) -> float:
-    total, count = _global_sums(total, count, ctx, device)
-    return total / count if count > 0 else math.nan
-
-
-BATCH_LOG_ENV = "R3FA_TRAIN_BATCH_LOG"
-
-
-def batch_log(loader: Any, state: TrainState, ctx: DistContext) -> Any:
-    """`loader`, recording each training batch's keys when `$R3FA_TRAIN_BATCH_LOG` names a folder (else as is).
-
-    A debugging and testing aid: each process appends one JSON line per batch, before the step runs, to
-    `<folder>/rank<R>.jsonl`: {"epoch", "step", "rank", "world_size", "positions", "keys"} (positions: places in
-    the epoch's canonical order). A run killed after the line was written may not have taken that step; the
-    checkpoint's (epoch, step) says which steps count.
-    """
-    folder = os.environ.get(BATCH_LOG_ENV)
-    if not folder:
-        return loader
-    path = Path(folder) / f"rank{ctx.rank}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def logged() -> Iterator[dict[str, Any]]:
-        with path.open("a") as fh:
-            for batch in loader:
-                where = {"epoch": state.epoch, "step": state.step, "rank": ctx.rank, "world_size": ctx.world_size}
-                fh.write(json.dumps({**where, "positions": batch["positions"], "keys": batch["keys"]}) + "\n")
-                fh.flush()
-                yield batch
-
-    return logged()
 
 
 # ----------------------------------------------------------------------------- command line (torchrun)

@@ -23,7 +23,7 @@ from r3fa.loaders.order import epoch_order
 from r3fa.loaders.shardset import SampleReader, read_shards
 from r3fa.sampling import pose_balanced_order, split_yaw_bins
 from r3fa.train_config import TrainConfig
-from r3fa.training import BATCH_LOG_ENV
+from r3fa.train_report import BATCH_LOG_ENV
 from tests.test_train_resume import ENV, TORCHRUN_2, TRAIN_CONFIG, _kill_at_first_checkpoint, _run, _train
 from tests.test_train_resume import shard_dir  # noqa: F401 (the module's shard set, built once)
 

@@ -25,7 +25,8 @@ from r3fa.errors import UserError
 from r3fa.paths import PROJECT_ROOT
 from r3fa.sync_batchnorm import GlobalBatchNorm2d, convert_sync_batchnorm
 from r3fa.train_config import TrainConfig
-from r3fa.training import DivergenceError, TrainState, fit, sample_order_mismatch, train_one_epoch
+from r3fa.train_resume import TrainState, sample_order_mismatch
+from r3fa.training import DivergenceError, fit, train_one_epoch
 
 TRAIN_CONFIG = PROJECT_ROOT / "configs/train/test.yaml"
 ENV = {
