@@ -91,3 +91,14 @@ def test_a_part_that_no_longer_holds_the_planned_samples_is_refused(kept: tuple[
     assert not any(path.exists() for path in files.outputs()) and not list(out.glob("*.tmp"))
     build_shard(ShardTask.of(shard, cut.locations, stamp), out, stamp)
     assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files.outputs()} == before
+
+
+def test_local_workers_run_without_the_dask_profiler() -> None:
+    """Its history of one-second profiles made a worker's memory grow with the time it had worked."""
+    import dask
+    import distributed  # noqa: F401  (its import loads the distributed.* config defaults)
+
+    from pipelines.runner import run_tasks
+
+    assert dask.config.get("distributed.worker.profile.enabled")  # Dask's default, left alone in this process
+    assert run_tasks(dask.config.get, ["distributed.worker.profile.enabled"], workers=1) == [False]
