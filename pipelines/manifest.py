@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r3fa.atomic import read_marker, write_bytes_atomic
@@ -102,6 +103,14 @@ class _ParamStats:
         return Whitening(name, self.mean.astype(np.float32), std.astype(np.float32))
 
 
+def _row_groups(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The columns of a shard's Parquet, one row group at a time (the manifest step's memory is one row group's,
+    not one shard's)."""
+    with pq.ParquetFile(path) as parquet:
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=None)
+
+
 def _yaw_bins(yaw: np.ndarray) -> Counter:
     return Counter(BIN_NAMES[b] for b in yaw_bin(yaw))
 
@@ -151,17 +160,15 @@ def make_manifest(
         done = read_marker(files.done)
         if done is None:
             raise FileNotFoundError(f"{files.done}: shard {shard.name} is not complete")
-        table = pq.read_table(files.parquet, columns=["key", "source", "synthetic", "yaw", "params"])
-        yaw = table.column("yaw").to_numpy()
-        by_split[shard.split] += table.num_rows
-        by_source.update(table.column("source").to_pylist())
-        bins = _yaw_bins(yaw)
-        by_bin.update(bins)
-        by_split_bin.update({f"{shard.split}/{b}": n for b, n in bins.items()})
-        synthetic += sum(table.column("synthetic").to_pylist())
-        if shard.split == "train" and table.num_rows:
-            flat = table.column("params").combine_chunks().flatten().to_numpy()
-            stats.add(flat.reshape(-1, PARAM_DIM).astype(np.float64))
+        for batch in _row_groups(files.parquet, ["source", "synthetic", "yaw", "params"]):
+            by_split[shard.split] += batch.num_rows
+            by_source.update(batch.column("source").to_pylist())
+            bins = _yaw_bins(batch.column("yaw").to_numpy())
+            by_bin.update(bins)
+            by_split_bin.update({f"{shard.split}/{b}": n for b, n in bins.items()})
+            synthetic += sum(batch.column("synthetic").to_pylist())
+            if shard.split == "train":
+                stats.add(batch.column("params").flatten().to_numpy().reshape(-1, PARAM_DIM).astype(np.float64))
         entries.append(ShardEntry(
             file=files.tar.name,
             split=shard.split,
