@@ -10,7 +10,11 @@ are held back to WARNING while the tasks run, so a build in a Prefect flow or th
 The local cluster's workers run without Dask's statistical profiler (`distributed.worker.profile`): it samples
 the running task every 10 ms and keeps the last 1,000 one-second profiles, so a worker's memory grew with the
 time it had worked, for the first ~17 minutes (measured: +0.17 MB a phase-1 part, 185 -> 218 MB over 192
-parts; flat without it), which a build's size decides. A cluster given by `scheduler` keeps its own settings.
+parts; flat without it), which a build's size decides. They also drop one log record: a worker whose heartbeat
+races the cluster's shutdown logs "Failed to communicate with scheduler during heartbeat" with a traceback
+(dask/distributed#7105, open), which would end a finished build with an alarming ERROR (seen once, at the end
+of a 1/10 rehearsal): `pipelines.quiet_shutdown` filters it out. A cluster given by `scheduler` keeps its own
+settings.
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ def _run_on_dask(
             )
     client = Client(scheduler or cluster)
     try:
+        if cluster is not None:
+            from pipelines.quiet_shutdown import QuietShutdown  # imports distributed, as this function does
+
+            client.register_plugin(QuietShutdown())
         keys = list(names) if names is not None else None
         futures = [client.submit(fn, task, pure=False, key=keys[i] if keys else None) for i, task in enumerate(tasks)]
         results = []
@@ -113,3 +121,4 @@ def _run_on_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+

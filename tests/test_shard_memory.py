@@ -102,3 +102,24 @@ def test_local_workers_run_without_the_dask_profiler() -> None:
 
     assert dask.config.get("distributed.worker.profile.enabled")  # Dask's default, left alone in this process
     assert run_tasks(dask.config.get, ["distributed.worker.profile.enabled"], workers=1) == [False]
+
+
+def _worker_filters() -> list[str]:
+    import logging
+
+    return [getattr(f, "__name__", type(f).__name__) for f in logging.getLogger("distributed.worker").filters]
+
+
+def test_local_workers_drop_the_heartbeat_failure_of_a_shutdown_race_and_nothing_else() -> None:
+    """dask/distributed#7105: a heartbeat racing the cluster's shutdown logged an ERROR with a traceback at the end
+    of a finished build."""
+    import logging
+
+    from pipelines.quiet_shutdown import drop_heartbeat_failure
+    from pipelines.runner import run_tasks
+
+    assert run_tasks(lambda _: _worker_filters(), [0], workers=1) == [["drop_heartbeat_failure"]]
+    record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "%s.", ("Failed to communicate "
+                               "with scheduler during heartbeat",), None)  # fmt: skip
+    other = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "Compute Failed", (), None)
+    assert not drop_heartbeat_failure(record) and drop_heartbeat_failure(other)
