@@ -1,4 +1,4 @@
-"""Distribute shard builds over Dask: the only module of the project that imports dask.
+"""Distribute shard builds over Dask: with `pipelines.quiet_shutdown`, the only code that imports dask.
 
 One task per shard. By default a `distributed.LocalCluster` of `workers` single-threaded worker processes
 is started and closed again; with `scheduler` the tasks go to an existing cluster. Results (small counts)
