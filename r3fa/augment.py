@@ -219,7 +219,8 @@ def _blur(crop: np.ndarray, op: BlurOp, rng: np.random.Generator) -> tuple[np.nd
 
 def _noise(crop: np.ndarray, op: NoiseOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Gaussian noise drawn by OpenCV's generator seeded from `rng` (a third of numpy's cost for 43k draws),
-    rounded to integers and added with saturation (the same as rounding the noisy image: the crop is integer)."""
+    rounded to integers and added with saturation (the same as rounding the noisy image: the crop is integer).
+    OpenCV keeps one default generator per thread, so seeding it just before the draw is safe in threaded workers."""
     std = float(rng.uniform(*op.std))
     cv2.setRNGSeed(int(rng.integers(2**31)))
     noise = np.empty(crop.shape, np.int16)
