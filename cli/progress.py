@@ -59,7 +59,8 @@ class _ProgressLines:
         self.last = (done, total)
         percent = 100.0 * done / total if total else 100.0
         now = time.monotonic()
-        if percent - self.shown_percent >= self.every_percent or now - self.shown_at >= self.every_s or percent < self.shown_percent:
+        moved = percent - self.shown_percent >= self.every_percent or percent < self.shown_percent
+        if moved or now - self.shown_at >= self.every_s:
             self._show(done, total, percent, now)
 
     def finish(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines.mix import MixConfig
 from pipelines.plan import SampleSpec
-from pipelines.tables import augment_json, sample_row
+from pipelines.tables import plain_json, sample_row
 from r3fa.augment import augment_copies, augment_sample, copy_rng
 from r3fa.readers import BaseSample, load_source_sample
 from r3fa.records import Rejection, SampleRecord, rejection_of
@@ -52,13 +52,13 @@ def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, b
         "yaw_increment": float(record.yaw_increment),
         "pose_deg": [float(v) for v in record.pose_deg],
         "label_nme": float(record.label_nme),
-        "augment": json.loads(augment_json(record)),
+        "augment": list(record.augment),
     }
     return {
         IMAGE_EXT: jpeg,
         PARAMS_EXT: label_bytes(PARAMS_EXT, record.params),
         LANDMARKS_EXT: label_bytes(LANDMARKS_EXT, record.landmarks),
-        META_EXT: json.dumps(meta, sort_keys=True).encode(),
+        META_EXT: json.dumps(meta, sort_keys=True, default=plain_json).encode(),
     }
 
 

@@ -82,10 +82,11 @@ def sample_row(record: SampleRecord, shard: str, split: str, jpeg_sha256: str) -
 
 def augment_json(record: SampleRecord) -> str:
     """The record's applied ops as canonical JSON (sorted keys, numpy scalars as plain numbers)."""
-    return json.dumps(list(record.augment), sort_keys=True, default=_plain)
+    return json.dumps(list(record.augment), sort_keys=True, default=plain_json)
 
 
-def _plain(value: object) -> object:
+def plain_json(value: object) -> object:
+    """`json.dumps` `default` for numpy scalars and arrays (as plain numbers and lists)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
