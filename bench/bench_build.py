@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from pipelines.build import build_shards  # noqa: E402
 from pipelines.mix import MixConfig  # noqa: E402
 from pipelines.plan import make_plan  # noqa: E402
-from pipelines.samples import make_item_samples  # noqa: E402
+from pipelines.samples import make_samples  # noqa: E402
 from r3fa.readers import CropTransform, discover_aflw2000  # noqa: E402
 from r3fa.paths import data_root  # noqa: E402
 
@@ -96,10 +96,10 @@ def stage_costs(n: int) -> dict:
     costs = {}
     for stage in ("augment", "synthesis"):
         warm_up, *chosen = [s for s in specs if s.stage == stage][: n + 1]
-        list(make_item_samples([warm_up], config))
+        list(make_samples([[warm_up]], config))
         start = time.perf_counter()
         for spec in chosen:
-            list(make_item_samples([spec], config))  # one record: its own decode and label
+            list(make_samples([[spec]], config))  # one record: its own decode and label
         costs[stage] = round(1000 * (time.perf_counter() - start) / len(chosen), 1)
     return costs
 
@@ -141,7 +141,7 @@ def _floor_pass(paths: list[str], copies: int, quality: int) -> int:
 
 def _per_record_pass(config: MixConfig) -> int:
     """(b): every planned record decodes and labels its source again (the builder before issue 15)."""
-    return sum(1 for spec in make_plan(config).candidates for _ in make_item_samples([spec], config))
+    return sum(1 for spec in make_plan(config).candidates for _ in make_samples([[spec]], config))
 
 
 def codec_floor(images: int, rounds: int, scratch: Path) -> dict:

@@ -1,10 +1,11 @@
 """Phase 1 of a build: make every candidate of a run of source items into a record part on disk.
 
-One task per `PartSpec` (`Plan.parts`, e.g. 64 source items). Each item is decoded and labelled once
-(`pipelines.samples.make_item_samples`); every candidate becomes an encoded sample (tar members + Parquet row)
-or a rejection. Files of one part, in `DIR/parts/`:
+One task per `PartSpec` (`Plan.parts`, e.g. 64 source items). Each item is decoded once, in batches of
+`BATCH_SOURCES` items labelled together (`pipelines.samples.make_samples`); every candidate becomes an
+encoded sample (tar members + Parquet row) or a rejection. Files of one part, in `DIR/parts/`:
 
-- `{part}.bin`: the encoded samples, one pickle each, back to back (read back by offset in phase 2);
+- `{part}.bin`: the encoded samples (key, tar bytes, member layout, Parquet row), one pickle each, back to
+  back (read back by offset in phase 2);
 - `{part}.json`: the index, written last (atomically) and so also the part's done marker: the part's
   fingerprint, and per candidate in plan order either `[key, offset, length]` or `[key, rejection fields]`.
 
@@ -23,11 +24,13 @@ from typing import BinaryIO
 
 from pipelines.mix import MixConfig
 from pipelines.plan import PartSpec
-from pipelines.samples import EncodedSample, make_item_samples
+from pipelines.samples import EncodedSample, make_samples
+from pipelines.writer import SampleTar
 from r3fa.atomic import atomic_writer, write_bytes_atomic
 from r3fa.records import Rejection
 
 PARTS_DIR = "parts"
+BATCH_SOURCES = 16  # source items decoded and labelled together (their images are held at once)
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,17 @@ def make_part(part: PartSpec, config: MixConfig, out_dir: str | Path, stamp: str
     rejected = 0
     with atomic_writer(files.data) as fh:
         offset = 0
-        for group in _item_groups(part):
-            for spec, made in make_item_samples(group, config):
-                if isinstance(made, Rejection):
-                    rejected += 1
-                    entries.append([spec.key, made.path, made.reason, made.stage, made.error, made.source])
-                    continue
-                blob = pickle.dumps((made.members, made.row), protocol=5)
-                fh.write(blob)
-                entries.append([spec.key, offset, len(blob)])
-                offset += len(blob)
+        groups = _item_groups(part)
+        batches = (groups[i : i + BATCH_SOURCES] for i in range(0, len(groups), BATCH_SOURCES))
+        for spec, made in (result for batch in batches for result in make_samples(batch, config)):
+            if isinstance(made, Rejection):
+                rejected += 1
+                entries.append([spec.key, made.path, made.reason, made.stage, made.error, made.source])
+                continue
+            blob = pickle.dumps((made.key, made.tar.data, made.tar.members, made.row), protocol=5)
+            fh.write(blob)
+            entries.append([spec.key, offset, len(blob)])
+            offset += len(blob)
     index = {"fingerprint": part.fingerprint(stamp), "entries": entries}
     write_bytes_atomic(files.index, json.dumps(index).encode())
     return PartResult(part.name, len(entries), rejected)
@@ -121,8 +125,8 @@ class PartReader:
         data = fh.read(length)
         if len(data) != length:
             raise OSError(f"{part}.bin: short read at {offset} (the part file is truncated)")
-        members, row = pickle.loads(data)
-        return EncodedSample(row["key"], members, row)
+        key, tar, members, row = pickle.loads(data)
+        return EncodedSample(key, SampleTar(key, tar, members), row)
 
     def close(self) -> None:
         for fh in self._open.values():

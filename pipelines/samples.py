@@ -1,20 +1,22 @@
-"""The stages over sample records: the candidates of one source item become encoded samples or rejections.
+"""The stages over sample records: the candidates of a run of source items become encoded samples or rejections.
 
-ingest (`r3fa.readers.load_source_sample`, once per item: one decode, one label) -> for each of the item's
-candidates, augment (`r3fa.augment.augment_copies`: all copies of the item, labelled in one vectorised pass) or
-synthesis (`pipelines.synthesis_stage.synthesize_sample`)
--> label check (finite label, label NME within the threshold) -> encode (JPEG crop, raw float32 labels, JSON
-summary: the tar members, and the Parquet row). A bad input never stops a build: whatever a stage raises for
-one candidate (`BadInputError`, `cv2.error`, `numpy.linalg.LinAlgError`, `OSError`, ...) becomes that
-candidate's rejection with its path, reason, stage and exception class (`r3fa.records.rejection_of`); an item
-that cannot be ingested rejects each of its candidates with the same reason. Only
-`KeyboardInterrupt`/`SystemExit` (not `Exception`s) go through.
+ingest (`ingest`: each item read and decoded once, `r3fa.readers.read_source`; the labels of all the items
+measured in one pass) -> for each candidate, augment (`make_copies`: all the copies of all the items,
+labelled in one vectorised pass, `r3fa.augment.augment_copies`) or synthesis
+(`pipelines.synthesis_stage.synthesize_sample`) -> label check (finite label, label NME within the threshold)
+-> encode (JPEG crop, raw float32 labels, JSON summary: the tar members, and the Parquet row). The vectorised
+passes give every sample the same bits whichever items share its pass, so how a build groups items never
+changes its bytes. A bad input never stops a build: whatever a stage raises for one candidate
+(`BadInputError`, `cv2.error`, `numpy.linalg.LinAlgError`, `OSError`, ...) becomes that candidate's rejection
+with its path, reason, stage and exception class (`r3fa.records.rejection_of`); when a pass over many fails,
+its work is done again one item or copy at a time to find whose failure it was. An item that cannot be
+ingested rejects each of its candidates with the same reason. Only `KeyboardInterrupt`/`SystemExit` (not
+`Exception`s) go through.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -23,20 +25,22 @@ import numpy as np
 
 from pipelines.mix import MixConfig
 from pipelines.plan import SampleSpec
-from pipelines.tables import plain_json, sample_row
-from r3fa.augment import augment_copies, augment_sample, copy_rng
-from r3fa.readers import BaseSample, load_source_sample
+from pipelines.tables import canonical_json, sample_row
+from pipelines.writer import SampleTar, sample_tar
+from r3fa.augment import CopyJob, augment_copies, augment_sample, copy_rng
+from r3fa.readers import BaseSample, SourceRead, load_source_sample, measure_sources, read_source
 from r3fa.records import Rejection, SampleRecord, rejection_of
 from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
 
 
 @dataclass(frozen=True)
 class EncodedSample:
-    """A sample ready to be written: its tar members and its Parquet row (without the shard, set when written)."""
+    """A sample ready to be written: its tar bytes and its Parquet row (`pipelines.tables.sample_row`: without
+    the shard, set when written)."""
 
     key: str
-    members: dict[str, bytes]
-    row: dict
+    tar: SampleTar
+    row: tuple
 
 
 def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, bytes]:
@@ -58,7 +62,7 @@ def sample_members(record: SampleRecord, split: str, jpeg: bytes) -> dict[str, b
         IMAGE_EXT: jpeg,
         PARAMS_EXT: label_bytes(PARAMS_EXT, record.params),
         LANDMARKS_EXT: label_bytes(LANDMARKS_EXT, record.landmarks),
-        META_EXT: json.dumps(meta, sort_keys=True, default=plain_json).encode(),
+        META_EXT: canonical_json(meta).encode(),
     }
 
 
@@ -70,10 +74,33 @@ def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
     return data.tobytes()
 
 
-def load_base(spec: SampleSpec, config: MixConfig) -> BaseSample | Rejection:
-    """Ingest a candidate's source item (decode + label), or its rejection (stage "ingest")."""
+def ingest(specs: Sequence[SampleSpec], config: MixConfig) -> list[BaseSample | Rejection]:
+    """The source items of candidates, one per candidate: each read and decoded (`r3fa.readers.read_source`;
+    an item with landmarks only is fitted), then all their labels measured in one pass
+    (`r3fa.readers.measure_sources`). An item that cannot be read is its rejection (stage "ingest"); if the
+    pass fails, each item is measured alone, so a failure is the rejection of the item that caused it only."""
+    reads = [_read(spec, config) for spec in specs]
+    readable = [read for read in reads if isinstance(read, SourceRead)]
     try:
-        return load_source_sample(spec.item, refit=config.refit, max_image_pixels=config.max_image_pixels)
+        measured = iter(measure_sources(readable) if readable else [])
+        return [next(measured) if isinstance(read, SourceRead) else read for read in reads]
+    except Exception:  # found again, and attributed to its item, below
+        return [_measure_one(spec, read) if isinstance(read, SourceRead) else read for spec, read in zip(specs, reads)]
+
+
+def _read(spec: SampleSpec, config: MixConfig) -> SourceRead | BaseSample | Rejection:
+    item = spec.item
+    try:
+        if not item.has_label and item.landmark_style:
+            return load_source_sample(item, max_image_pixels=config.max_image_pixels)  # fitted to its landmarks
+        return read_source(item, refit=config.refit, max_image_pixels=config.max_image_pixels)
+    except Exception as err:  # any failure of one input is its rejection
+        return rejection_of(err, item.annotation_path or item.image_path, "ingest")
+
+
+def _measure_one(spec: SampleSpec, read: SourceRead) -> BaseSample | Rejection:
+    try:
+        return measure_sources([read])[0]
     except Exception as err:  # any failure of one input is its rejection
         return rejection_of(err, spec.item.annotation_path or spec.item.image_path, "ingest")
 
@@ -93,20 +120,24 @@ def make_record(spec: SampleSpec, base: BaseSample, config: MixConfig) -> Sample
     return check_label(record, spec, config.max_label_nme)
 
 
-def make_records(specs: Sequence[SampleSpec], base: BaseSample, config: MixConfig) -> list[SampleRecord | Rejection]:
-    """The records of one item's candidates, in order: its augmented copies made together (one vectorised
-    label pass, `r3fa.augment.augment_copies`), each synthesis view alone. If making the copies together
-    fails, each copy is made alone, so a failure is the rejection of the copy that caused it only."""
-    copies = [spec for spec in specs if spec.stage != "synthesis"]
-    together: dict[str, SampleRecord | Rejection] = {}
-    if copies:
-        seeded = [(copy_rng(config.seed, spec.item.key, spec.copy_index), spec.copy_index) for spec in copies]
-        try:
-            records = augment_copies(base, copies[0].item, config.augmentation, seeded)
-        except Exception:  # found again, and attributed to its copy, below
-            records = []
-        together = {spec.key: check_label(r, spec, config.max_label_nme) for spec, r in zip(copies, records)}
-    return [together[spec.key] if spec.key in together else make_record(spec, base, config) for spec in specs]
+def make_copies(
+    groups: Sequence[Sequence[SampleSpec]], bases: Sequence[BaseSample | Rejection], config: MixConfig
+) -> dict[str, SampleRecord | Rejection]:
+    """The augmented copies among the candidates of ingested items (`groups[i]` of `bases[i]`), by key, made
+    together (`r3fa.augment.augment_copies`: one vectorised label pass). If making them together fails,
+    each copy is made alone, so a failure is the rejection of the copy that caused it only; a copy's bytes
+    are the same either way."""
+    copies = [(spec, base) for group, base in zip(groups, bases) if isinstance(base, BaseSample)
+              for spec in group if spec.stage != "synthesis"]  # fmt: skip
+    if not copies:
+        return {}
+    jobs = [CopyJob(base, spec.item, copy_rng(config.seed, spec.item.key, spec.copy_index), spec.copy_index)
+            for spec, base in copies]  # fmt: skip
+    try:
+        records = augment_copies(jobs, config.augmentation)
+    except Exception:  # found again, and attributed to its copy, below
+        return {spec.key: make_record(spec, base, config) for spec, base in copies}
+    return {spec.key: check_label(record, spec, config.max_label_nme) for (spec, _), record in zip(copies, records)}
 
 
 def check_label(record: SampleRecord, spec: SampleSpec, max_label_nme: float) -> SampleRecord | Rejection:
@@ -127,26 +158,34 @@ def encode_record(record: SampleRecord, spec: SampleSpec, config: MixConfig) -> 
     try:
         jpeg = encode_jpeg(record.crop, config.jpeg_quality)
         members = sample_members(record, spec.split, jpeg)
+        tar = sample_tar(spec.key, members)
     except Exception as err:  # a sample that cannot be encoded is rejected like any other
         return rejection_of(err, spec.item.image_path, "encode")
-    return EncodedSample(spec.key, members, sample_row(record, "", spec.split, hashlib.sha256(jpeg).hexdigest()))
+    row = sample_row(record, spec.split, hashlib.sha256(jpeg).hexdigest(), members[PARAMS_EXT], members[LANDMARKS_EXT])
+    return EncodedSample(spec.key, tar, row)
 
 
-def make_item_samples(
-    specs: Sequence[SampleSpec], config: MixConfig
+def make_samples(
+    groups: Sequence[Sequence[SampleSpec]], config: MixConfig
 ) -> Iterator[tuple[SampleSpec, EncodedSample | Rejection]]:
-    """Make the candidates of one source item (all of `specs` share `item`) from a single ingest, in order.
+    """Make the candidates of source items, each group the candidates of one item (in plan order), every item
+    decoded once, the labels of all the items and of all their copies each computed in one pass.
 
     Yields:
-        (candidate, its encoded sample or its rejection; a rejection's `key` and `source` are the candidate's).
+        (candidate, its encoded sample or its rejection; a rejection's `key` and `source` are the
+        candidate's), in the order of `groups`.
     """
-    if not specs:
-        return
+    groups = [group for group in groups if group]
     with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
-        base = load_base(specs[0], config)
-        records = [base] * len(specs) if isinstance(base, Rejection) else make_records(specs, base, config)
-    for spec, made in zip(specs, records):
-        if isinstance(made, SampleRecord):
+        bases = ingest([group[0] for group in groups], config)
+        copies = make_copies(groups, bases, config)
+    for group, base in zip(groups, bases):
+        for spec in group:
             with np.errstate(all="ignore"):
-                made = encode_record(made, spec, config)
-        yield spec, replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
+                if isinstance(base, Rejection):
+                    made = base
+                else:
+                    made = copies[spec.key] if spec.key in copies else make_record(spec, base, config)
+                if isinstance(made, SampleRecord):
+                    made = encode_record(made, spec, config)
+            yield spec, replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made

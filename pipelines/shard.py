@@ -26,7 +26,7 @@ import numpy as np
 
 from pipelines.parts import PARTS_DIR, PartReader
 from pipelines.plan import KeyFingerprint, ShardSpec
-from pipelines.tables import TableWriter
+from pipelines.tables import TableWriter, sample_columns
 from pipelines.writer import ShardWriter
 from r3fa.atomic import write_bytes_atomic
 from r3fa.provenance import file_sha256
@@ -117,18 +117,18 @@ def build_shard(task: ShardTask, out_dir: str | Path, stamp: str) -> ShardResult
     """
     files = ShardFiles.of(out_dir, task.name)
     keys = KeyFingerprint(stamp)
-    rows: list[dict] = []
+    rows: list[tuple] = []
     with PartReader(out_dir) as parts, ShardWriter(files.tar, files.idx) as writer, \
             TableWriter(files.parquet, "samples") as table:  # fmt: skip
         for location in task.locations():
             sample = parts.read(*location)
             keys.add(sample.key)
-            writer.write(sample.key, sample.members)
-            rows.append({**sample.row, "shard": files.tar.name})
+            writer.write(sample.tar)
+            rows.append(sample.row)
             if len(rows) == ROW_GROUP_ROWS:
-                table.write(rows)
+                table.write(sample_columns(rows, files.tar.name))
                 rows = []
-        table.write(rows)
+        table.write(sample_columns(rows, files.tar.name))
         if keys.hexdigest() != task.fingerprint:
             raise RuntimeError(f"shard {task.name}: the samples read are not the planned ones (a part's record file "
                                f"changed after it was made); delete {PARTS_DIR}/ and build again")  # fmt: skip

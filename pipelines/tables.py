@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,12 +54,24 @@ def arrow_schema(table: str) -> pa.Schema:
     return pa.schema(fields, metadata={"r3fa.schema_version": str(schema_version()), "r3fa.table": table})
 
 
-def sample_row(record: SampleRecord, shard: str, split: str, jpeg_sha256: str) -> dict:
-    """One row of a shard's table (the tar holds the same params and landmarks as raw float32)."""
+@lru_cache(maxsize=1)
+def row_fields() -> tuple[str, ...]:
+    """The columns of a shard's table in schema order, but "shard" (a row made in phase 1 has no shard yet)."""
+    return tuple(c["name"] for c in _definition()["samples"] if c["name"] != "shard")
+
+
+def sample_row(record: SampleRecord, split: str, jpeg_sha256: str, params: bytes, landmarks: bytes) -> tuple:
+    """One row of a shard's table, its values in `row_fields` order (`sample_columns` adds the shard).
+
+    Args:
+        record: the sample.
+        split: "train" or "val".
+        jpeg_sha256: of the JPEG member.
+        params, landmarks: the tar members' raw little-endian float32 labels (the columns hold the same values).
+    """
     pitch, yaw, roll = (float(v) for v in record.pose_deg)
-    return {
+    values = {
         "key": record.key,
-        "shard": shard,
         "split": split,
         "source": record.source,
         "subject_id": record.subject_id,
@@ -73,16 +85,28 @@ def sample_row(record: SampleRecord, shard: str, split: str, jpeg_sha256: str) -
         "pitch": pitch,
         "roll": roll,
         "roi": np.asarray(record.roi, np.float64).tolist(),
-        "params": np.asarray(record.params, np.float32).reshape(62),
-        "landmarks": np.asarray(record.landmarks, np.float32).reshape(136),
+        "params": params,
+        "landmarks": landmarks,
         "label_nme": float(record.label_nme),
         "jpeg_sha256": jpeg_sha256,
     }
+    return tuple(values[name] for name in row_fields())
+
+
+def sample_columns(rows: Sequence[tuple], shard: str) -> dict[str, list]:
+    """The columns of rows made by `sample_row`, written to shard `shard` (the tar's file name)."""
+    columns = {name: list(values) for name, values in zip(row_fields(), zip(*rows))} if rows else {}
+    return {"shard": [shard] * len(rows), **columns}
 
 
 def augment_json(record: SampleRecord) -> str:
-    """The record's applied ops as canonical JSON (sorted keys, numpy scalars as plain numbers)."""
-    return json.dumps(list(record.augment), sort_keys=True, default=plain_json)
+    """The record's applied ops as canonical JSON (`canonical_json`)."""
+    return canonical_json(list(record.augment))
+
+
+def canonical_json(value: object) -> str:
+    """JSON with sorted keys, numpy scalars and arrays as plain numbers and lists (one encoder for all calls)."""
+    return _CANONICAL.encode(value)
 
 
 def plain_json(value: object) -> object:
@@ -94,44 +118,52 @@ def plain_json(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=plain_json)
+
+
 def rejection_row(rejection: Rejection, shard: str = "") -> dict:
     """One row of rejected.parquet (`shard` is "" for an input set aside before any shard was planned)."""
     return {"key": rejection.key, "shard": shard, "source": rejection.source, "path": rejection.path,
             "reason": rejection.reason, "stage": rejection.stage, "error": rejection.error}  # fmt: skip
 
 
-def _to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
-    columns = {}
+def _to_table(columns: Mapping[str, Sequence], schema: pa.Schema) -> pa.Table:
+    """An Arrow table of `schema` from its columns; a float32 list column may hold each row's raw
+    little-endian float32 bytes (the tar's label members) or arrays."""
+    arrays = {}
     for field in schema:
-        values = [row[field.name] for row in rows]
+        values = columns[field.name]
         if pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type):
-            flat = np.asarray(values, np.float32).reshape(-1)
-            columns[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), field.type.list_size)
+            flat = (np.frombuffer(b"".join(values), "<f4") if values and isinstance(values[0], bytes)
+                    else np.asarray(values, np.float32).reshape(-1))  # fmt: skip
+            arrays[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), field.type.list_size)
         else:
-            columns[field.name] = pa.array(values, field.type)
-    return pa.Table.from_pydict(columns, schema=schema)
+            arrays[field.name] = pa.array(values, field.type)
+    return pa.Table.from_pydict(arrays, schema=schema)
 
 
 def write_table(path: str | Path, rows: Sequence[dict], table: str) -> None:
     """Write rows of "samples" or "rejected" to a Parquet file atomically (zstd, one row group)."""
-    arrow = _to_table(rows, arrow_schema(table))
+    schema = arrow_schema(table)
+    arrow = _to_table({field.name: [row[field.name] for row in rows] for field in schema}, schema)
     with atomic_writer(path) as fh:
         pq.write_table(arrow, fh, compression="zstd", row_group_size=max(1, len(rows)))
 
 
 class TableWriter:
-    """Write rows of "samples" or "rejected" to a Parquet file atomically, one row group per `write` call, so
-    that a large table never sits in memory whole: `with TableWriter(path, "samples") as w: w.write(rows)`."""
+    """Write a "samples" or "rejected" Parquet file atomically, one row group per `write` call, so that a
+    large table never sits in memory whole: `with TableWriter(path, "samples") as w: w.write(columns)`."""
 
     def __init__(self, path: str | Path, table: str):
         self.schema = arrow_schema(table)
         self._file = atomic_writer(path)
         self._writer = pq.ParquetWriter(self._file.__enter__(), self.schema, compression="zstd")
 
-    def write(self, rows: Sequence[dict]) -> None:
-        """Append `rows` as one row group (nothing for no rows)."""
+    def write(self, columns: Mapping[str, Sequence]) -> None:
+        """Append the rows of `columns` (column name -> values) as one row group (nothing for no rows)."""
+        rows = len(next(iter(columns.values()), []))
         if rows:
-            self._writer.write_table(_to_table(rows, self.schema), row_group_size=len(rows))
+            self._writer.write_table(_to_table(columns, self.schema), row_group_size=rows)
 
     def __enter__(self) -> "TableWriter":
         return self

@@ -1,8 +1,9 @@
 """The shard writer: samples into one WebDataset tar, byte-identical for identical input.
 
-It knows nothing of plans, records or Dask: it takes a key and the bytes of its members. Headers are fixed
-(mtime 0, uid/gid 0, no user or group names, mode 0644, ustar format) and each sample's members are written
-in sorted extension order, so the same samples give the same bytes. The tar is written under a temporary
+It knows nothing of plans, records or Dask: it takes each sample as its tar bytes (`sample_tar`, made from a
+key and the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no user or group names,
+mode 0644, ustar format) and each sample's members are written in sorted extension order, so the same samples
+give the same bytes. The tar is written under a temporary
 name, fsynced and renamed on `close()`, which also writes its DALI index (`pipelines.index`) from the
 member offsets recorded while writing; the index is therefore never derived from a re-scan. The index lines
 are streamed to a temporary file as samples are written, so the writer holds no per-sample state but the set
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +36,7 @@ _ENCODING, _ERRORS = "utf-8", "surrogateescape"  # what `tarfile.open` uses on t
 _HEAD = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
 _TAIL = b"00000000000\0" + b"        " + b"0" + b"\0" * 100 + b"ustar\x0000"  # then names, devices, prefix: NULs
 _CHECKSUM_AT = 148  # the 8-byte checksum field, counted as spaces while summing
+_FIXED_SUM = sum(_HEAD) + sum(_TAIL)  # the header's checksum is this plus the byte sums of the name and size
 
 
 def tar_header(name: str, size: int) -> bytes:
@@ -42,13 +45,48 @@ def tar_header(name: str, size: int) -> bytes:
     encoded = name.encode(_ENCODING, _ERRORS)
     if len(encoded) > 100 or size >= 8**11:
         return _tar_info(name, size).tobuf(tarfile.USTAR_FORMAT, _ENCODING, _ERRORS)
-    block = encoded.ljust(100, b"\0") + _HEAD + b"%011o\0" % size + _TAIL
-    block = block.ljust(HEADER_SIZE, b"\0")
-    return block[:_CHECKSUM_AT] + b"%06o\0" % sum(block) + block[_CHECKSUM_AT + 7 :]
+    size_field = b"%011o\0" % size
+    block = encoded.ljust(100, b"\0") + _HEAD + size_field + _TAIL
+    checksum = _FIXED_SUM + sum(encoded) + sum(size_field)
+    return (block[:_CHECKSUM_AT] + b"%06o\0" % checksum + block[_CHECKSUM_AT + 7 :]).ljust(HEADER_SIZE, b"\0")
+
+
+@dataclass(frozen=True)
+class SampleTar:
+    """One sample's members as a shard holds them: each a header, its data and padding to a whole block, in
+    sorted extension order (`sample_tar`). Made in phase 1, so that writing a shard is copying bytes."""
+
+    key: str
+    data: bytes
+    members: tuple[tuple[str, int, int], ...]  # (name, offset of its data within `data`, size) per member
+
+
+def sample_tar(key: str, members: dict[str, bytes]) -> SampleTar:
+    """The tar bytes of one sample.
+
+    Args:
+        key: the sample key (no dots or slashes).
+        members: extension (without the leading dot, e.g. "params.f32") -> bytes.
+
+    Raises:
+        ValueError: a key with a dot or slash, or no members.
+    """
+    if "." in key or "/" in key or not key:
+        raise ValueError(f"invalid sample key {key!r}: no dots or slashes")
+    if not members:
+        raise ValueError(f"sample {key!r} has no members")
+    chunks, layout, offset = [], [], 0
+    for extension in sorted(members):
+        data, name = members[extension], f"{key}.{extension}"
+        padding = -len(data) % tarfile.BLOCKSIZE
+        chunks += [tar_header(name, len(data)), data, b"\0" * padding]
+        layout.append((name, offset + HEADER_SIZE, len(data)))
+        offset += HEADER_SIZE + len(data) + padding
+    return SampleTar(key, b"".join(chunks), tuple(layout))
 
 
 class ShardWriter:
-    """Write one shard: `with ShardWriter(tar, idx) as w: w.write(key, {"jpg": ..., "json": ...})`.
+    """Write one shard: `with ShardWriter(tar, idx) as w: w.write(sample_tar(key, {"jpg": ..., "json": ...}))`.
 
     Args:
         tar_path: the final tar path; data goes to `tar_path + ".tmp"` until `close()`.
@@ -64,31 +102,18 @@ class ShardWriter:
         self._index = IndexWriter(self.index_path)
         self._keys: set[str] = set()
 
-    def write(self, key: str, members: dict[str, bytes]) -> None:
+    def write(self, sample: SampleTar) -> None:
         """Append one sample.
 
-        Args:
-            key: the sample key (no dots, unique within the shard).
-            members: extension (without the leading dot, e.g. "params.f32") -> bytes.
-
         Raises:
-            ValueError: a key with a dot, a repeated key, or no members.
+            ValueError: a key already written.
         """
-        if "." in key or "/" in key or not key:
-            raise ValueError(f"invalid sample key {key!r}: no dots or slashes")
-        if key in self._keys:
-            raise ValueError(f"sample key {key!r} written twice")
-        if not members:
-            raise ValueError(f"sample {key!r} has no members")
-        self._keys.add(key)
-        entries = []
-        for extension in sorted(members):
-            data, name = members[extension], f"{key}.{extension}"
-            entries.append(Member(name, self._offset + HEADER_SIZE, len(data)))
-            padding = -len(data) % tarfile.BLOCKSIZE
-            self._file.write(tar_header(name, len(data)) + data + b"\0" * padding)
-            self._offset += HEADER_SIZE + len(data) + padding
-        self._index.add(entries)
+        if sample.key in self._keys:
+            raise ValueError(f"sample key {sample.key!r} written twice")
+        self._keys.add(sample.key)
+        self._file.write(sample.data)
+        self._index.add([Member(name, self._offset + at, size) for name, at, size in sample.members])
+        self._offset += len(sample.data)
 
     @property
     def count(self) -> int:

@@ -6,7 +6,7 @@ made from the *original* image, never from a crop:
 - geometric ops (horizontal flip, in-plane rotation, roi scale/shift jitter) are composed into one 2x3
   affine from the original image to the crop (`r3fa.readers.CropTransform`); the image is warped once (no
   black borders from re-warping a crop) and the 62-d label is carried through the same affine
-  (`r3fa.readers.crop_label`: the affine composes into the pose rows, depth scales with the 2D scale; a
+  (`r3fa.readers.crop_labels`: the affine composes into the pose rows, depth scales with the 2D scale; a
   flip mirrors the pose, permutes the landmarks with the iBUG symmetry and refits the coefficients to the
   mirrored shape, `r3fa.landmark_symmetry`);
 - photometric ops (colour jitter, occlusion by a rectangle, blur, noise, JPEG re-encoding) then act on
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -249,38 +250,45 @@ def _photometric(crop: np.ndarray, policy: AugmentPolicy, rng: np.random.Generat
 
 
 # ----------------------------------------------------------------------------- augmented copies
+class CopyJob(NamedTuple):
+    """One augmented copy to make: of `base` (item `item`), drawn from `rng`, numbered `copy_index`."""
+
+    base: BaseSample
+    item: SourceItem
+    rng: np.random.Generator
+    copy_index: int
+
+
 def augment_sample(
     base: BaseSample, item: SourceItem, policy: AugmentPolicy, rng: np.random.Generator, copy_index: int
 ) -> SampleRecord:
     """One augmented record of a source sample (`augment_copies` of one copy)."""
-    return augment_copies(base, item, policy, [(rng, copy_index)])[0]
+    return augment_copies([CopyJob(base, item, rng, copy_index)], policy)[0]
 
 
-def augment_copies(
-    base: BaseSample, item: SourceItem, policy: AugmentPolicy, copies: Sequence[tuple[np.random.Generator, int]]
-) -> list[SampleRecord]:
-    """Augmented records of a source sample, their labels computed together (`r3fa.readers.make_records`).
+def augment_copies(jobs: Sequence[CopyJob], policy: AugmentPolicy) -> list[SampleRecord]:
+    """Augmented records, of one source sample or of many, their labels computed together
+    (`r3fa.readers.make_records`: a build makes all the copies of a part's sources in one call).
 
     Args:
-        base: the sample in its image frame (`r3fa.readers.load_source_sample`).
-        item: its source item.
+        jobs: one per record. A job's generator is the copy's only source of randomness (e.g.
+            `copy_rng(seed, item.key, copy_index)`): its geometric ops are drawn first, then its photometric
+            ops, so a copy is the same whichever copies are made with it. Copy 0 is the plain crop when
+            `policy.include_original`.
         policy: which ops, how often, how strong.
-        copies: (generator, copy index) per record. The generator is the copy's only source of randomness
-            (e.g. `copy_rng(seed, item.key, copy_index)`): its geometric ops are drawn first, then its
-            photometric ops, so a copy is the same whichever copies are made with it. Copy 0 is the plain
-            crop when `policy.include_original`.
 
     Returns:
-        One record per copy, with key `item.key + f"_a{copy_index}"`, `parent_key = item.key`, the applied
+        One record per job, with key `item.key + f"_a{copy_index}"`, `parent_key = item.key`, the applied
         ops with their parameters in `augment`, and `label_nme` measured against the transformed annotation
         landmarks.
     """
-    plain = [copy_index == 0 and policy.include_original for _, copy_index in copies]
-    geometry = [[] if original else _draw_geometry(policy, rng) for original, (rng, _) in zip(plain, copies)]
-    records = make_records(base, item, [geometric_transform(base, geometric_map(ops)) for ops in geometry])
+    plain = [job.copy_index == 0 and policy.include_original for job in jobs]
+    geometry = [[] if original else _draw_geometry(policy, job.rng) for original, job in zip(plain, jobs)]
+    transforms = [geometric_transform(job.base, geometric_map(ops)) for job, ops in zip(jobs, geometry)]
+    records = make_records([job.base for job in jobs], [job.item for job in jobs], transforms)
     out = []
-    for record, ops, original, (rng, copy_index) in zip(records, geometry, plain, copies):
-        crop, photometric = (record.crop, []) if original else _photometric(record.crop, policy, rng)
-        key = f"{item.key}_a{copy_index}"
-        out.append(record.derived(key=key, parent_key=item.key, crop=crop, augment=tuple(ops + photometric)))
+    for record, ops, original, job in zip(records, geometry, plain, jobs):
+        crop, photometric = (record.crop, []) if original else _photometric(record.crop, policy, job.rng)
+        key = f"{job.item.key}_a{job.copy_index}"
+        out.append(record.derived(key=key, parent_key=job.item.key, crop=crop, augment=tuple(ops + photometric)))
     return out

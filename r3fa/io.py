@@ -9,6 +9,7 @@ and go on. Reasons: `unreadable image (...)`, `missing image`, `missing image (d
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from r3fa.image_header import image_size
+from r3fa.mat5 import read_mat5
 
 MAX_IMAGE_PIXELS = 40_000_000  # default limit of `read_image`: 200 times a 450x450 300W-LP image
 
@@ -104,15 +106,10 @@ def _numeric(path: Path, name: str, value: object) -> np.ndarray:
 
 def read_annotation(path: str | Path) -> Annotation:
     """Read and validate a 300W-LP-format `.mat`."""
-    from scipy.io import loadmat
-
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "missing annotation (dangling symlink)" if path.is_symlink() else "missing annotation")
-    try:
-        mat = loadmat(path)
-    except Exception as err:  # scipy raises several types for damaged files
-        raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})", error_name(err)) from None
+    mat = _load_mat(path)
     fields = {}
     for name, size in _REQUIRED.items():
         if name not in mat:
@@ -170,13 +167,19 @@ def read_landmarks_file(path: str | Path) -> np.ndarray:
     return pts
 
 
-def _landmarks_from_mat(path: Path) -> np.ndarray | None:
+def _load_mat(path: Path) -> dict[str, np.ndarray]:
+    """The variables of a `.mat` (`r3fa.mat5.read_mat5`, else scipy's `loadmat`), or `BadInputError`."""
     from scipy.io import loadmat
 
     try:
-        mat = loadmat(path)
+        data = path.read_bytes()
+        return read_mat5(data) or loadmat(io.BytesIO(data))
     except Exception as err:  # scipy raises several types for damaged files
         raise BadInputError(path, f"truncated or corrupt .mat ({type(err).__name__})", error_name(err)) from None
+
+
+def _landmarks_from_mat(path: Path) -> np.ndarray | None:
+    mat = _load_mat(path)
     for name in ("pt3d_68", "pts_3d", "pt2d", "pts_2d"):
         if name in mat:
             pts = _numeric(path, name, mat[name])

@@ -52,17 +52,20 @@ def crop_frame_params(
     size: int = CROP_SIZE,
 ) -> np.ndarray:
     """62-d params in the crop frame of `roi` from an image-frame affine `(..., 3, 4)` and coefficients
-    (`(..., 40+)`, `(..., 10+)`); leading dimensions broadcast, one roi for all.
+    (`(..., 40+)`, `(..., 10+)`) and a roi `(..., 4)`; leading dimensions broadcast (one roi for all, or one each).
 
     Image -> crop is x' = (x - sx) * kx, y' = (y - sy) * ky, z' = z / mean(1/kx, 1/ky); then the
     convention's inverse maps crop pixels to its model frame. All of it is affine, so it composes into
     the pose rows; shape and expression are unchanged.
     """
-    sx, sy, ex, ey = np.asarray(roi, np.float64)
+    roi = np.asarray(roi, np.float64)
+    sx, sy, ex, ey = np.moveaxis(roi, -1, 0)
     kx, ky = size / (ex - sx), size / (ey - sy)
-    kz = 1.0 / ((1 / kx + 1 / ky) / 2)
-    to_crop = np.array([[kx, 0, 0, -sx * kx], [0, ky, 0, -sy * ky], [0, 0, kz, 0], [0, 0, 0, 1]])
-    full = (_crop_to_model(convention) @ to_crop)[:3] @ homogeneous(image_affine)
+    to_crop = np.zeros((*roi.shape[:-1], 4, 4))
+    to_crop[..., 0, 0], to_crop[..., 0, 3] = kx, -sx * kx
+    to_crop[..., 1, 1], to_crop[..., 1, 3] = ky, -sy * ky
+    to_crop[..., 2, 2], to_crop[..., 3, 3] = 1.0 / ((1 / kx + 1 / ky) / 2), 1.0
+    full = (_crop_to_model(convention) @ to_crop)[..., :3, :] @ homogeneous(image_affine)
     shape, expression = np.asarray(shape)[..., :SHAPE_DIM], np.asarray(expression)[..., :EXP_DIM]
     lead = np.broadcast_shapes(full.shape[:-2], shape.shape[:-1], expression.shape[:-1])
     return compose(np.broadcast_to(full, (*lead, 3, 4)), np.broadcast_to(shape, (*lead, SHAPE_DIM)),

@@ -59,7 +59,9 @@ def mirror_coefficients(
     basis, pinv = _solver(model)
     coeffs = np.concatenate([np.asarray(shape, np.float64), np.asarray(exp, np.float64)], axis=-1)
     mean = model.mean.astype(np.float64)
-    face = (mean + coeffs @ basis.T).reshape(*coeffs.shape[:-1], -1, 3)  # (..., 68, 3)
-    target = (face[..., IBUG68_FLIP, :] @ _MIRROR_X).reshape(-1, mean.size)  # x,y,z interleaved, one row a face
-    solution = ((target - mean) @ pinv.T).reshape(*coeffs.shape[:-1], -1)
+    # matrix @ vector per face, not one matrix product of the batch: a face's coefficients are then the same
+    # bits whichever faces are solved with it (a BLAS matrix product's rounding depends on the batch size)
+    face = (mean + (basis @ coeffs[..., None])[..., 0]).reshape(*coeffs.shape[:-1], -1, 3)  # (..., 68, 3)
+    target = (face[..., IBUG68_FLIP, :] @ _MIRROR_X).reshape(*coeffs.shape[:-1], mean.size)  # x,y,z interleaved
+    solution = (pinv @ (target - mean)[..., None])[..., 0]
     return solution[..., :SHAPE_DIM], solution[..., SHAPE_DIM : SHAPE_DIM + EXP_DIM], solution[..., SHAPE_DIM + EXP_DIM :]

@@ -141,9 +141,17 @@ class CropTransform:
 
     def roi(self, size: int = CROP_SIZE) -> np.ndarray:
         """The axis-aligned box [sx, sy, ex, ey] in the image that the crop's corners map back to."""
-        inverse = cv2.invertAffineTransform(self.matrix)
-        corners = inverse[:, :2] @ np.array([[0, size, 0, size], [0, 0, size, size]], np.float64) + inverse[:, 2:]
-        return np.array([corners[0].min(), corners[1].min(), corners[0].max(), corners[1].max()])
+        return crop_rois(self.matrix[None], size)[0]
+
+
+def crop_rois(matrices: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """`CropTransform.roi` of `(k, 2, 3)` image -> crop affines at once: `(k, 4)` boxes [sx, sy, ex, ey]."""
+    linear, shift = matrices[:, :, :2], matrices[:, :, 2:]
+    det = linear[:, 0, 0] * linear[:, 1, 1] - linear[:, 0, 1] * linear[:, 1, 0]
+    inverse = np.stack([linear[:, 1, 1], -linear[:, 0, 1], -linear[:, 1, 0], linear[:, 0, 0]], axis=-1)
+    inverse = inverse.reshape(-1, 2, 2) / det[:, None, None]
+    corners = inverse @ (np.array([[0, size, 0, size], [0, 0, size, size]], np.float64) - shift)  # (k, 2, 4)
+    return np.concatenate([corners.min(axis=-1), corners.max(axis=-1)], axis=-1)
 
 
 @lru_cache(maxsize=1)
@@ -434,26 +442,30 @@ def _annotation_landmarks(item: SourceItem, pt3d_68: np.ndarray | None, pt2d: np
 def label_landmarks(
     image_affine: np.ndarray, shape: np.ndarray, exp: np.ndarray, model: MorphableModel | None = None
 ) -> np.ndarray:
-    """The 68 landmarks `(2, 68)` of a label, in the frame of its affine (`model`: default bfm68)."""
-    return posed_vertices(model or _bfm68(), compose(image_affine, shape, exp))[:2]
+    """The 68 landmarks `(..., 2, 68)` of labels, in the frame of their affines (`model`: default bfm68)."""
+    return posed_vertices(model or _bfm68(), compose(image_affine, shape, exp))[..., :2, :]
+
+
+@dataclass(frozen=True, eq=False)
+class SourceRead:
+    """A labelled item read into its image frame, its label not yet measured (`measure_sources`): the
+    fields of `BaseSample` but `label_nme` and `pose_deg`."""
+
+    image: np.ndarray
+    roi: np.ndarray
+    image_affine: np.ndarray
+    shape: np.ndarray
+    exp: np.ndarray
+    landmarks: np.ndarray
+    annotation_yaw_deg: float
 
 
 def load_source_sample(
     item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS
 ) -> BaseSample:
     """Read one labelled source item into its image frame: the one reader from (image, annotation[, landmark
-    file]) to label and label NME, for the dataset builder and the audit alike.
-
-    Landmarks, in order of preference: `pt3d_68[:2]` (AFLW2000-3D), a 68-point `pt2d` (300W-LP), the item's
-    landmark file (300W-LP's side file: `pts_3d`, else `pts_2d`). The roi is 3DDFA's roi of those landmarks,
-    the label the annotation's pose and first 40 + 10 coefficients.
-
-    Args:
-        item: a source item with an annotation (`item.has_label`).
-        refit: refit the 50 coefficients (pose kept) to the annotation's landmarks
-            (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
-        model: the 68-point model for the refit and the label NME; default `load_model("bfm68")`.
-        max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
+    file]) to label and label NME, for the dataset builder and the audit alike (`read_source`, then
+    `measure_sources`; an item with landmarks only is fitted, `r3fa.landmarks68.load_fitted_sample`).
 
     Returns:
         The base sample; `label_nme` compares the (refitted) label's landmarks with the annotation's.
@@ -466,6 +478,30 @@ def load_source_sample(
         from r3fa.landmarks68 import load_fitted_sample  # imports this module
 
         return load_fitted_sample(item, max_image_pixels)
+    read = read_source(item, refit=refit, model=model, max_image_pixels=max_image_pixels)
+    return measure_sources([read], model)[0]
+
+
+def read_source(
+    item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS
+) -> SourceRead:
+    """Read a source item with a 3DMM annotation: its decoded image, landmarks, roi and label.
+
+    Landmarks, in order of preference: `pt3d_68[:2]` (AFLW2000-3D), a 68-point `pt2d` (300W-LP), the item's
+    landmark file (300W-LP's side file: `pts_3d`, else `pts_2d`). The roi is 3DDFA's roi of those landmarks,
+    the label the annotation's pose and first 40 + 10 coefficients.
+
+    Args:
+        item: a source item with an annotation (`item.has_label`).
+        refit: refit the 50 coefficients (pose kept) to the annotation's landmarks
+            (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
+        model: the 68-point model for the refit; default `load_model("bfm68")`.
+        max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
+
+    Raises:
+        BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
+        ValueError: the item has no 3DMM label.
+    """
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
     image = read_image(item.image_path, max_image_pixels)
@@ -474,21 +510,46 @@ def load_source_sample(
     roi = roi_from_landmarks(landmarks)
     affine = image_frame_affine(annotation.pose_para, image.shape[0])
     shape, exp = annotation.shape_para[:SHAPE_DIM], annotation.exp_para[:EXP_DIM]
-    model = model or _bfm68()
     if refit:
-        shape, exp = _refit(affine, shape, exp, landmarks, roi, model)
-    label_nme = 100.0 * float(landmark_nme(label_landmarks(affine, shape, exp, model), landmarks))
-    return BaseSample(
+        shape, exp = _refit(affine, shape, exp, landmarks, roi, model or _bfm68())
+    return SourceRead(
         image=image,
         roi=roi,
         image_affine=affine,
         shape=np.asarray(shape, np.float64),
         exp=np.asarray(exp, np.float64),
         landmarks=landmarks,
-        label_nme=label_nme,
-        pose_deg=pose_degrees(crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION)),
         annotation_yaw_deg=float(np.degrees(annotation.pose_para[1])),
     )
+
+
+def measure_sources(reads: Sequence[SourceRead], model: MorphableModel | None = None) -> list[BaseSample]:
+    """The base samples of read items, their label NME and crop-frame pose measured in one vectorised pass
+    (a sample's numbers are the same bits whichever samples are measured with it).
+
+    Raises:
+        numpy.linalg.LinAlgError: a pose whose rotation cannot be found (e.g. an overflowing scale).
+    """
+    affine = np.stack([r.image_affine for r in reads])
+    shape, exp = np.stack([r.shape for r in reads]), np.stack([r.exp for r in reads])
+    landmarks = np.stack([r.landmarks for r in reads])
+    label_nme = 100.0 * landmark_nme(label_landmarks(affine, shape, exp, model), landmarks)
+    roi = np.stack([r.roi for r in reads])
+    pose_deg = pose_degrees(crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION))
+    return [
+        BaseSample(
+            image=r.image,
+            roi=r.roi,
+            image_affine=r.image_affine,
+            shape=r.shape,
+            exp=r.exp,
+            landmarks=r.landmarks,
+            label_nme=float(label_nme[i]),
+            pose_deg=pose_deg[i],
+            annotation_yaw_deg=r.annotation_yaw_deg,
+        )
+        for i, r in enumerate(reads)
+    ]
 
 
 def _refit(
@@ -520,34 +581,39 @@ def load_image_landmarks(item: SourceItem) -> tuple[np.ndarray, np.ndarray]:
 def crop_label(base: BaseSample, transform: CropTransform) -> tuple[np.ndarray, np.ndarray]:
     """The 62-d crop-frame label (`DATASET_CONVENTION`) and the crop-frame landmarks `(2, 68)` of a base
     sample seen through `transform` (`crop_labels` of one transform)."""
-    params, landmarks = crop_labels(base, [transform])
+    params, landmarks = crop_labels([base], [transform])
     return params[0], landmarks[0]
 
 
-def crop_labels(base: BaseSample, transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
-    """The crop-frame labels `(k, 62)` (`DATASET_CONVENTION`) and landmarks `(k, 2, 68)` of a base sample seen
-    through each of `k` transforms, computed together (a source's copies cost one call, not one each).
+def crop_labels(bases: Sequence[BaseSample], transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
+    """The crop-frame labels `(k, 62)` (`DATASET_CONVENTION`) and landmarks `(k, 2, 68)` of `k` views, base
+    sample `bases[i]` seen through `transforms[i]`, computed together: a build labels all the copies of a
+    part's sources in one call. A view's label is the same bits whichever views are labelled with it.
 
     A transform acts on x, y; depth scales with its 2D scale. A mirroring transform maps the face onto its
     mirror image: the pose becomes `L A diag(-1, 1, 1)` (a proper scaled rotation again), the coefficients
-    are refitted to the mirrored shape (`mirror_coefficients`) and the landmarks are permuted with the
-    iBUG 68-point symmetry.
+    are refitted to the mirrored shape (`mirror_coefficients`, once per base) and the landmarks are permuted
+    with the iBUG 68-point symmetry.
     """
+    distinct = list({id(base): base for base in bases}.values())  # each base's arrays stacked once
+    position = {id(base): i for i, base in enumerate(distinct)}
+    owner = np.array([position[id(base)] for base in bases], np.intp)
+    base_affine = homogeneous(np.stack([b.image_affine for b in distinct]))[owner]
+    base_landmarks = np.stack([np.asarray(b.landmarks, np.float64)[:2] for b in distinct])[owner]
+    shape, exp = np.stack([b.shape for b in distinct])[owner], np.stack([b.exp for b in distinct])[owner]
     matrices = np.stack([t.matrix for t in transforms])  # (k, 2, 3)
     det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
     to_crop = np.zeros((len(matrices), 4, 4))
     to_crop[:, :2, :2], to_crop[:, :2, 3] = matrices[:, :, :2], matrices[:, :, 2]
     to_crop[:, 2, 2], to_crop[:, 3, 3] = np.sqrt(np.abs(det)), 1.0
-    affine = to_crop @ homogeneous(base.image_affine)
-    landmarks = matrices[:, :, :2] @ np.asarray(base.landmarks, np.float64)[:2] + matrices[:, :, 2:]
-    shape = np.repeat(base.shape[None], len(matrices), axis=0)
-    exp = np.repeat(base.exp[None], len(matrices), axis=0)
+    affine = to_crop @ base_affine
+    landmarks = matrices[:, :, :2] @ base_landmarks + matrices[:, :, 2:]
     mirrored = det < 0
     if mirrored.any():
-        shape[mirrored], exp[mirrored], offset = mirror_coefficients(base.shape, base.exp, _bfm68())
+        shape[mirrored], exp[mirrored], offset = mirror_coefficients(shape[mirrored], exp[mirrored], _bfm68())
         rotation = affine[mirrored, :3, :3] @ np.diag([-1.0, 1.0, 1.0])
         affine[mirrored, :3, :3] = rotation
-        affine[mirrored, :3, 3] += rotation @ offset
+        affine[mirrored, :3, 3] += (rotation @ offset[..., None])[..., 0]
         landmarks[mirrored] = landmarks[mirrored][:, :, IBUG68_FLIP]
     return crop_frame_params(affine[:, :3], shape, exp, _UNIT_CROP, DATASET_CONVENTION), landmarks
 
@@ -558,18 +624,20 @@ def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE
 
 
 def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | None = None) -> SampleRecord:
-    """A 120x120 training record of a base sample (`make_records` of one transform; default the plain crop of
+    """A 120x120 training record of a base sample (`make_records` of one view; default the plain crop of
     `base.roi`, 3DDFA's landmark roi)."""
-    return make_records(base, item, [transform or CropTransform.from_roi(base.roi)])[0]
+    return make_records([base], [item], [transform or CropTransform.from_roi(base.roi)])[0]
 
 
-def make_records(base: BaseSample, item: SourceItem, transforms: Sequence[CropTransform]) -> list[SampleRecord]:
-    """120x120 training records of a base sample, one per image -> crop transform; the labels of all of them
-    are computed in one vectorised pass (`crop_labels`).
+def make_records(
+    bases: Sequence[BaseSample], items: Sequence[SourceItem], transforms: Sequence[CropTransform]
+) -> list[SampleRecord]:
+    """120x120 training records of `k` views: base sample `bases[i]` of item `items[i]` through image -> crop
+    transform `transforms[i]`; the labels of all of them are computed in one vectorised pass (`crop_labels`).
 
     Args:
-        base: the sample in its image frame (`load_source_sample`).
-        item: where it came from (key, source, subject, image path).
+        bases: the samples in their image frame (`load_source_sample`), one per view (repeated for copies).
+        items: where each came from (key, source, subject, image path).
         transforms: image -> crop affines.
 
     Returns:
@@ -577,7 +645,8 @@ def make_records(base: BaseSample, item: SourceItem, transforms: Sequence[CropTr
         label's crop-frame landmarks against the transformed annotation landmarks. `roi` is the image box
         the crop covers (the axis-aligned bound of its corners for a rotated crop).
     """
-    params, landmarks = crop_labels(base, transforms)
+    params, landmarks = crop_labels(bases, transforms)
+    rois = crop_rois(np.stack([t.matrix for t in transforms]))
     reconstructed = landmarks_in_crop(_bfm68(), params, DATASET_CONVENTION)[:, :2]
     label_nme = 100.0 * landmark_nme(reconstructed, landmarks)
     pose_deg = pose_degrees(params).astype(np.float32)
@@ -588,12 +657,12 @@ def make_records(base: BaseSample, item: SourceItem, transforms: Sequence[CropTr
             subject_id=item.subject_id,
             image_path=item.image_path,
             crop=warp_crop(base.image, transform),
-            roi=transform.roi(),
+            roi=rois[i],
             params=params[i],
             landmarks=landmarks[i].astype(np.float32),
             pose_deg=pose_deg[i],
             label_nme=float(label_nme[i]),
             fitted=base.fitted,
         )
-        for i, transform in enumerate(transforms)
+        for i, (base, item, transform) in enumerate(zip(bases, items, transforms))
     ]

@@ -181,3 +181,27 @@ def test_policy_is_validated():
         AugmentPolicy(blurr={"p": 0.1})
     policy = AugmentPolicy(rotate={"p": 0.3, "max_deg": 20})
     assert AugmentPolicy.model_validate(policy.model_dump()) == policy
+
+
+def test_labels_are_the_same_bits_whichever_views_are_labelled_together(samples, bfm68) -> None:
+    """A build labels all the copies of a batch of sources in one pass; a label must not depend on the batch
+    (BLAS matrix products round differently with the batch size; the label code must not use them)."""
+    from r3fa.readers import crop_labels, measure_sources, read_source
+
+    logs = [[{"name": "rotate", "degrees": 20.0}]]
+    logs += [[{"name": "roi_jitter", "scale": 1 + k / 50, "shift": [0.01, -0.01 * k]}, {"name": "flip"}] for k in range(8)]
+    views = [(base, geometric_transform(base, geometric_map(log))) for _, base in samples for log in logs]
+    assert any(t.mirrored for _, t in views) and not all(t.mirrored for _, t in views)
+    together = crop_labels([b for b, _ in views], [t for _, t in views])
+    for i, (base, transform) in enumerate(views):
+        alone = crop_labels([base], [transform])
+        np.testing.assert_array_equal(alone[0][0], together[0][i])
+        np.testing.assert_array_equal(alone[1][0], together[1][i])
+    shapes, exps = np.stack([b.shape for _, b in samples]), np.stack([b.exp for _, b in samples])
+    batch = mirror_coefficients(shapes, exps, bfm68)  # float64: BLAS rounding would show here first
+    for i in range(len(samples)):
+        for alone, together in zip(mirror_coefficients(shapes[i : i + 1], exps[i : i + 1], bfm68), batch):
+            np.testing.assert_array_equal(alone[0], together[i])
+    reads = [read_source(item) for item, _ in samples]
+    for one, many in zip([measure_sources([r])[0] for r in reads], measure_sources(reads)):
+        assert one.label_nme == many.label_nme and np.array_equal(one.pose_deg, many.pose_deg)

@@ -88,13 +88,13 @@ def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: P
 
 
 def test_each_source_is_decoded_once(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    loads, load = [], pipelines.samples.load_source_sample
+    loads, load = [], pipelines.samples.read_source
 
     def counting(item, **kwargs):
         loads.append(item.key)
         return load(item, **kwargs)
 
-    monkeypatch.setattr(pipelines.samples, "load_source_sample", counting)
+    monkeypatch.setattr(pipelines.samples, "read_source", counting)
     summary = build_shards(config, tmp_path / "once", workers=0)
     assert len(loads) == len(set(loads)) == 12 and summary.planned > 30
 
@@ -115,3 +115,20 @@ def test_parquet_row_groups_keep_the_tables(config: Path, reference: Path, tmp_p
         grouped = pq.ParquetFile(out / table.name)
         assert grouped.metadata.num_row_groups == -(-grouped.metadata.num_rows // 3)
         assert grouped.read().to_pylist() == pq.read_table(table).to_pylist()
+
+
+def test_a_batch_of_sources_is_labelled_in_one_pass(config: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The vectorised passes run once per batch of sources (12 sources, parts of 5: three batches); a pass that
+    failed and fell back to one item at a time would show as one call per item."""
+    calls = {"measure_sources": 0, "augment_copies": 0}
+    for name in calls:
+        original = getattr(pipelines.samples, name)
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pipelines.samples, name, counting)
+    build_shards(config, tmp_path / "batched", workers=0, sources_per_part=5)
+    assert calls == {"measure_sources": 3, "augment_copies": 3}

@@ -90,7 +90,7 @@ def test_one_failing_copy_is_rejected_alone_and_its_siblings_become_samples(
     only the failing copy is a rejection, with the stage and exception class of its own failure."""
     import r3fa.augment
     from pipelines.plan import make_plan
-    from pipelines.samples import EncodedSample, make_item_samples
+    from pipelines.samples import EncodedSample, make_samples
     from r3fa.records import Rejection
 
     photometric = r3fa.augment._photometric
@@ -107,6 +107,6 @@ def test_one_failing_copy_is_rejected_alone_and_its_siblings_become_samples(
                        augmentation={"copies_per_image": 3}, val_fraction=0.0)  # fmt: skip
     specs = make_plan(config).candidates
     assert [s.copy_index for s in specs] == [0, 1, 2]
-    made = [result for _, result in make_item_samples(specs, config)]
+    made = [result for _, result in make_samples([specs], config)]
     assert [type(m) for m in made] == [EncodedSample, EncodedSample, Rejection]
     assert (made[2].stage, made[2].error, made[2].key) == ("augment", "ZeroDivisionError", specs[2].key)
