@@ -3,7 +3,7 @@
 The paper's mix needs 250,000 synthetic faces; the target (issue 15) is at least 100 accepted views/s per
 core. This runs the dataset builder's unit of work, `pipelines.synthesis_stage.synthesize_sample`, in one
 process with every math library pinned to one thread, over AFLW2000-3D sources and the mix's yaw schedule
-(`synthesis_jobs`, which lists a source's views one after the other). Reading the sources (JPEG decode +
+(`synthesis_jobs`), a source's views one after the other as the builder makes them. Reading the sources (JPEG decode +
 .mat) is timed apart: a per-source build reads a source once for its `profiles_per_image` views, so its cost
 is reported per view as well. Rates are per CPU-second of this process (the wall clock is printed too: on a
 shared machine it also counts other jobs' time slices). The extrapolation assumes the per-core rate scales
@@ -59,7 +59,9 @@ def main() -> None:
     read_s = (time.process_time() - start) / len(items)
 
     config = SynthesisConfig(count=len(items) * args.profiles_per_image, profiles_per_image=args.profiles_per_image)
-    jobs = synthesis_jobs(config, len(items), args.seed)
+    # the builder makes all the candidates of a source together (`pipelines.samples.make_samples`), so a
+    # source's views follow one another; `synthesis_jobs` lists them round robin over the sources
+    jobs = sorted(synthesis_jobs(config, len(items), args.seed), key=lambda job: job[0])
     if args.scatter:
         jobs = [jobs[k] for k in np.random.default_rng(args.seed).permutation(len(jobs))]
     for source, increment in jobs[: args.warmup]:

@@ -2,9 +2,10 @@
 
 Runs `pipelines.synthesis_stage.synthesize_sample` of two source trees (the old one given by `--old`, e.g. a
 `git worktree` of an earlier commit; the new one is this file's tree) over the same AFLW2000-3D sources and
-the same seeded job list (`synthesis_jobs`, the bench's schedule), each in its own subprocess with
-`PYTHONPATH` set to its tree and every math library pinned to one thread. Each subprocess writes every view's
-crop, 62-d label, hole fraction and accept/reject decision to an `.npz`; this script compares them:
+the same seeded job list (`synthesis_jobs`, the bench's schedule, a source's views in a row as the builder
+makes them), each in its own subprocess with `PYTHONPATH` set to its tree and every math library pinned to one
+thread. Each subprocess writes every view's crop, 62-d label, hole fraction and accept/reject decision to an
+`.npz`; this script compares them:
 
 - images: mean absolute difference per pixel (grey levels, over the 120x120x3 crops) of the views both
   accepted; its mean over views must be < 1 grey level;
@@ -54,7 +55,7 @@ def dump(sources: int, profiles_per_image: int, seed: int, out: Path) -> None:
     items = list(iter_aflw2000(data_root() / "aflw2000_3d"))[:: max(1, 2000 // sources)][:sources]
     bases = [load_source_sample(item) for item in items]
     config = SynthesisConfig(count=len(items) * profiles_per_image, profiles_per_image=profiles_per_image)
-    jobs = synthesis_jobs(config, len(items), seed)
+    jobs = sorted(synthesis_jobs(config, len(items), seed), key=lambda job: job[0])  # as the builder: by source
     crops = np.zeros((len(jobs), config.output_size, config.output_size, 3), np.uint8)
     params = np.full((len(jobs), 62), np.nan, np.float32)
     accepted = np.zeros(len(jobs), bool)

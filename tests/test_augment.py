@@ -189,7 +189,8 @@ def test_labels_are_the_same_bits_whichever_views_are_labelled_together(samples,
     from r3fa.readers import crop_labels, measure_sources, read_source
 
     logs = [[{"name": "rotate", "degrees": 20.0}]]
-    logs += [[{"name": "roi_jitter", "scale": 1 + k / 50, "shift": [0.01, -0.01 * k]}, {"name": "flip"}] for k in range(8)]
+    logs += [[{"name": "roi_jitter", "scale": 1 + k / 50, "shift": [0.01, -0.01 * k]}, {"name": "flip"}]
+             for k in range(8)]  # fmt: skip
     views = [(base, geometric_transform(base, geometric_map(log))) for _, base in samples for log in logs]
     assert any(t.mirrored for _, t in views) and not all(t.mirrored for _, t in views)
     together = crop_labels([b for b, _ in views], [t for _, t in views])

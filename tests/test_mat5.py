@@ -61,7 +61,8 @@ def test_numeric_types_and_shapes_round_trip(compress: bool) -> None:
 
 @pytest.mark.parametrize(
     "variables",
-    [{"s": {"field": np.ones(3)}}, {"c": np.array([[1 + 2j]])}, {"t": "text"}, {"cell": np.array([[np.ones(2)]], dtype=object)}],
+    [{"s": {"field": np.ones(3)}}, {"c": np.array([[1 + 2j]])}, {"t": "text"},
+     {"cell": np.array([[np.ones(2)]], dtype=object)}],
     ids=["struct", "complex", "char", "cell"],
 )
 def test_other_variables_are_left_to_scipy(variables: dict) -> None:
