@@ -80,12 +80,17 @@ def ingest(specs: Sequence[SampleSpec], config: MixConfig) -> list[BaseSample | 
     (`r3fa.readers.measure_sources`). An item that cannot be read is its rejection (stage "ingest"); if the
     pass fails, each item is measured alone, so a failure is the rejection of the item that caused it only."""
     reads = [_read(spec, config) for spec in specs]
-    readable = [read for read in reads if isinstance(read, SourceRead)]
+    unmeasured = [read for read in reads if _unmeasured(read)]
     try:
-        measured = iter(measure_sources(readable) if readable else [])
-        return [next(measured) if isinstance(read, SourceRead) else read for read in reads]
+        measured = iter(measure_sources(unmeasured) if unmeasured else [])
+        return [next(measured) if _unmeasured(read) else read for read in reads]
     except Exception:  # found again, and attributed to its item, below
-        return [_measure_one(spec, read) if isinstance(read, SourceRead) else read for spec, read in zip(specs, reads)]
+        return [_measure_one(spec, read) if _unmeasured(read) else read for spec, read in zip(specs, reads)]
+
+
+def _unmeasured(read: SourceRead | BaseSample | Rejection) -> bool:
+    """A read whose label is still to be measured (a `BaseSample`, a `SourceRead` too, is measured already)."""
+    return isinstance(read, SourceRead) and not isinstance(read, BaseSample)
 
 
 def _read(spec: SampleSpec, config: MixConfig) -> SourceRead | BaseSample | Rejection:

@@ -86,8 +86,9 @@ class SourceItem:
 
 
 @dataclass(frozen=True, eq=False)
-class BaseSample:
-    """One real sample in its image frame: everything needed to crop it with any roi or transform.
+class SourceRead:
+    """One real sample read into its image frame (`read_source`): everything needed to crop it with any roi or
+    transform; `measure_sources` adds its label's NME and pose (`BaseSample`).
 
     Attributes:
         image: the full image, BGR uint8.
@@ -96,8 +97,6 @@ class BaseSample:
         shape: (40,) shape coefficients.
         exp: (10,) expression coefficients.
         landmarks: (2, 68) the annotation's image-frame landmarks.
-        label_nme: NME (percent) of the label's landmarks against `landmarks`.
-        pose_deg: (3,) pitch, yaw, roll in degrees, of the crop-frame label.
         annotation_yaw_deg: the annotation's own `Pose_Para` yaw in degrees (signed), as stored.
     """
 
@@ -107,10 +106,22 @@ class BaseSample:
     shape: np.ndarray
     exp: np.ndarray
     landmarks: np.ndarray
+    annotation_yaw_deg: float
+
+
+@dataclass(frozen=True, eq=False)
+class BaseSample(SourceRead):
+    """A read sample with its label measured.
+
+    Attributes:
+        label_nme: NME (percent) of the label's landmarks against `landmarks`.
+        pose_deg: (3,) pitch, yaw, roll in degrees, of the crop-frame label.
+        fitted: the label was fitted to 2D landmarks (`r3fa.landmarks68`), not read from a `.mat`.
+    """
+
     label_nme: float
     pose_deg: np.ndarray
-    annotation_yaw_deg: float
-    fitted: bool = False  # the label was fitted to 2D landmarks (r3fa.landmarks68), not read from a .mat
+    fitted: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -446,20 +457,6 @@ def label_landmarks(
     return posed_vertices(model or _bfm68(), compose(image_affine, shape, exp))[..., :2, :]
 
 
-@dataclass(frozen=True, eq=False)
-class SourceRead:
-    """A labelled item read into its image frame, its label not yet measured (`measure_sources`): the
-    fields of `BaseSample` but `label_nme` and `pose_deg`."""
-
-    image: np.ndarray
-    roi: np.ndarray
-    image_affine: np.ndarray
-    shape: np.ndarray
-    exp: np.ndarray
-    landmarks: np.ndarray
-    annotation_yaw_deg: float
-
-
 def load_source_sample(
     item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS
 ) -> BaseSample:
@@ -536,20 +533,7 @@ def measure_sources(reads: Sequence[SourceRead], model: MorphableModel | None = 
     label_nme = 100.0 * landmark_nme(label_landmarks(affine, shape, exp, model), landmarks)
     roi = np.stack([r.roi for r in reads])
     pose_deg = pose_degrees(crop_frame_params(affine, shape, exp, roi, DATASET_CONVENTION))
-    return [
-        BaseSample(
-            image=r.image,
-            roi=r.roi,
-            image_affine=r.image_affine,
-            shape=r.shape,
-            exp=r.exp,
-            landmarks=r.landmarks,
-            label_nme=float(label_nme[i]),
-            pose_deg=pose_deg[i],
-            annotation_yaw_deg=r.annotation_yaw_deg,
-        )
-        for i, r in enumerate(reads)
-    ]
+    return [BaseSample(**vars(r), label_nme=float(label_nme[i]), pose_deg=pose_deg[i]) for i, r in enumerate(reads)]
 
 
 def _refit(
