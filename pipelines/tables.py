@@ -128,14 +128,13 @@ def rejection_row(rejection: Rejection, shard: str = "") -> dict:
 
 
 def _to_table(columns: Mapping[str, Sequence], schema: pa.Schema) -> pa.Table:
-    """An Arrow table of `schema` from its columns; a float32 list column may hold each row's raw
-    little-endian float32 bytes (the tar's label members) or arrays."""
+    """An Arrow table of `schema` from its columns; a float32 list column holds each row's raw little-endian
+    float32 bytes (the tar's label members)."""
     arrays = {}
     for field in schema:
         values = columns[field.name]
         if pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type):
-            flat = (np.frombuffer(b"".join(values), "<f4") if values and isinstance(values[0], bytes)
-                    else np.asarray(values, np.float32).reshape(-1))  # fmt: skip
+            flat = np.frombuffer(b"".join(values), "<f4")
             arrays[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), field.type.list_size)
         else:
             arrays[field.name] = pa.array(values, field.type)

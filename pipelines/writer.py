@@ -3,11 +3,10 @@
 It knows nothing of plans, records or Dask: it takes each sample as its tar bytes (`sample_tar`, made from a
 key and the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no user or group names,
 mode 0644, ustar format) and each sample's members are written in sorted extension order, so the same samples
-give the same bytes. The tar is written under a temporary
-name, fsynced and renamed on `close()`, which also writes its DALI index (`pipelines.index`) from the
-member offsets recorded while writing; the index is therefore never derived from a re-scan. The index lines
-are streamed to a temporary file as samples are written, so the writer holds no per-sample state but the set
-of keys written (to refuse a repeated one).
+give the same bytes. The tar is written under a temporary name, fsynced and renamed on `close()`, which also
+writes its DALI index (`pipelines.index`) from the member offsets recorded while writing; the index is
+therefore never derived from a re-scan. The index lines are streamed to a temporary file as samples are
+written, so the writer holds no per-sample state but the set of keys written (to refuse a repeated one).
 """
 
 from __future__ import annotations

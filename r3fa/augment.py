@@ -268,7 +268,7 @@ def augment_sample(
 
 def augment_copies(jobs: Sequence[CopyJob], policy: AugmentPolicy) -> list[SampleRecord]:
     """Augmented records, of one source sample or of many, their labels computed together
-    (`r3fa.readers.make_records`: a build makes all the copies of a part's sources in one call).
+    (`r3fa.readers.make_records`: a build makes all the copies of a batch of sources in one call).
 
     Args:
         jobs: one per record. A job's generator is the copy's only source of randomness (e.g.

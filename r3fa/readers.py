@@ -572,12 +572,12 @@ def crop_label(base: BaseSample, transform: CropTransform) -> tuple[np.ndarray, 
 def crop_labels(bases: Sequence[BaseSample], transforms: Sequence[CropTransform]) -> tuple[np.ndarray, np.ndarray]:
     """The crop-frame labels `(k, 62)` (`DATASET_CONVENTION`) and landmarks `(k, 2, 68)` of `k` views, base
     sample `bases[i]` seen through `transforms[i]`, computed together: a build labels all the copies of a
-    part's sources in one call. A view's label is the same bits whichever views are labelled with it.
+    batch of sources in one call. A view's label is the same bits whichever views are labelled with it.
 
     A transform acts on x, y; depth scales with its 2D scale. A mirroring transform maps the face onto its
     mirror image: the pose becomes `L A diag(-1, 1, 1)` (a proper scaled rotation again), the coefficients
-    are refitted to the mirrored shape (`mirror_coefficients`, once per base) and the landmarks are permuted
-    with the iBUG 68-point symmetry.
+    are refitted to the mirrored shape (`mirror_coefficients`) and the landmarks are permuted with the iBUG
+    68-point symmetry.
     """
     distinct = list({id(base): base for base in bases}.values())  # each base's arrays stacked once
     position = {id(base): i for i, base in enumerate(distinct)}
