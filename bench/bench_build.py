@@ -15,9 +15,13 @@ Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JP
    (c) `build_shards(..., workers=0)` (plan + ingest + augment + parts + shards + manifest, no synthesis),
    and the ratio (c) / (a).
 
+5. with `--breakdown` (alone): where the build of (c) spends its wall time: OpenCV's codec and pixel calls,
+   fsync waits and the build's stages, timed by wrapping them (milliseconds, best of the rounds).
+
 Example:
     .venv/bin/python bench/bench_build.py --sizes 150 600 --workers 1 2 --markdown /tmp/build.md
     .venv/bin/python bench/bench_build.py --floor-only   # just item 4
+    .venv/bin/python bench/bench_build.py --breakdown    # just item 5
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one BLAS thread, as Dask gives its workers (set before numpy loads)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -181,6 +187,61 @@ def _built_samples(summary) -> int:
     return summary.samples + summary.rejected
 
 
+# what `breakdown` times: OpenCV's codec and pixel calls, fsync, and the build's stages (module, attribute)
+_CODEC_CALLS = ("imdecode", "imencode", "warpAffine", "GaussianBlur", "randn", "transform", "add", "mean")
+_STAGES = (("pipelines.build", "make_plan"), ("pipelines.samples", "ingest"), ("pipelines.samples", "make_copies"),
+           ("pipelines.samples", "encode_record"), ("pipelines.build", "build_shard"),
+           ("pipelines.build", "make_manifest"))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _timers(targets: list[tuple[object, str, str]], totals: dict[str, float]) -> Iterator[None]:
+    """Wrap each (owner, attribute, label) with a wall-clock timer adding into `totals[label]`; restore after."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def timed(fn, label):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+        return call
+
+    for (owner, name, fn), (_, _, label) in zip(originals, targets):
+        setattr(owner, name, timed(fn, label))
+    try:
+        yield
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+
+
+def breakdown(images: int, rounds: int, scratch: Path) -> dict:
+    """Where a `build_shards(workers=0)` of `images` x 3 records spends its wall time (best of `rounds` for each
+    entry): OpenCV's codec and pixel calls (all of them, the photometric ops' included), fsync waits, and the
+    stages (which contain the calls). The timers add ~1 us a call (~3,000 calls)."""
+    import importlib
+
+    cv2.setNumThreads(1)
+    config = _config(images)
+    targets = [(cv2, name, f"cv2.{name}") for name in _CODEC_CALLS] + [(os, "fsync", "fsync")]
+    targets += [(importlib.import_module(module), name, name) for module, name in _STAGES]
+    best: dict[str, float] = {}
+    for index in range(rounds):
+        totals: dict[str, float] = {}
+        out = scratch / f"breakdown-{index}"
+        with _timers(targets, totals):
+            start = time.perf_counter()
+            build_shards(config, out, workers=0)
+            totals["build"] = time.perf_counter() - start
+        shutil.rmtree(out)
+        totals["codecs"] = sum(v for k, v in totals.items() if k.startswith("cv2."))
+        best = {k: min(v, best.get(k, v)) for k, v in totals.items()}
+    return {k: round(1000 * v, 1) for k, v in sorted(best.items(), key=lambda kv: -kv[1])}
+
+
 def markdown(results: dict) -> str:
     """The results as the build section of docs/benchmarks.md."""
     rows = results["builds"]
@@ -236,8 +297,14 @@ def main() -> None:
     parser.add_argument("--floor-images", type=int, default=150, help="images of the codec-floor comparison")
     parser.add_argument("--floor-rounds", type=int, default=3, help="alternating rounds of the codec-floor comparison")
     parser.add_argument("--floor-only", action="store_true", help="run only the codec-floor comparison")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="run only the timed build: where its wall time goes (ms, best of --floor-rounds)")
     args = parser.parse_args()
 
+    if args.breakdown:
+        with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as scratch:
+            print(json.dumps(breakdown(args.floor_images, args.floor_rounds, Path(scratch)), indent=1))
+        return
     if args.floor_only:
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
