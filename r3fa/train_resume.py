@@ -27,6 +27,9 @@ Why it looks the way it does:
   bit-exact in weights). `resume=False` never continues an old run: it moves the folder's previous run aside
   (`replaced-<time>/`, `set_aside_previous_run`) and starts afresh, except that a checkpoint written under the
   same `run_id` (a retry of the same Prefect task run, `written_by`) is that attempt's own and is continued.
+- **One run at a time writes a run folder.** Rank 0 holds `TrainLock` (`<out>/.r3fa-train.lock`) for the whole
+  run, so a second run on the same folder (a retry started while a killed run's orphaned torchrun worker still
+  trains there, say) stops at once with a `UserError` instead of interleaving its checkpoints with the other's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from torch import nn
 from r3fa.checkpoint import load_checkpoint, model_payload
 from r3fa.dataset_info import DatasetInfo
 from r3fa.errors import UserError
+from r3fa.folder_lock import FolderLock
 from r3fa.provenance import code_version
 from r3fa.train_config import TrainConfig
 
@@ -251,6 +255,14 @@ def written_by(checkpoint: Path, run_id: str | None) -> bool:
     except (UserError, AttributeError):
         return False
     return isinstance(state, dict) and state.get("run_id") == run_id
+
+
+class TrainLock(FolderLock):
+    """Hold a training run folder for one run: `with TrainLock(out_dir): ...` (raises `UserError` if held)."""
+
+    lock_name = ".r3fa-train.lock"
+    doing = "trained"
+    job = "training run"
 
 
 def set_aside_previous_run(out_dir: Path) -> Path | None:

@@ -55,7 +55,7 @@ from r3fa.stderr_log import log_to_stderr
 from r3fa.sync_batchnorm import convert_sync_batchnorm, count_sync_batchnorm
 from r3fa.train_config import TrainConfig
 from r3fa.train_report import ProgressBar, batch_log, epoch_line, summary_line, write_metrics
-from r3fa.train_resume import ResumableRun, TrainState, set_aside_previous_run, written_by
+from r3fa.train_resume import ResumableRun, TrainLock, TrainState, set_aside_previous_run, written_by
 
 EpochCallback = Callable[[dict[str, Any]], None]
 log = logging.getLogger("r3fa.training")
@@ -302,9 +302,33 @@ def fit(
         The paths of the final model and the metrics log, and the per-epoch history.
 
     Raises:
-        UserError: a bad argument (no shard set, `out_dir` a file, a checkpoint that cannot resume this run).
+        UserError: a bad argument (no shard set, `out_dir` a file, a checkpoint that cannot resume this run), or
+            another run holds `out_dir` (`r3fa.train_resume.TrainLock`).
         DivergenceError: more non-finite batches than `cfg.max_nonfinite_steps` (nothing more is written).
     """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: the run directory is a file; pass a folder (created if missing) as --out")
+    options = dict(resume=resume, progress=progress, on_epoch_end=on_epoch_end, init_from=init_from, run_id=run_id)
+    if not DistContext.from_env().is_main:
+        return _fit_held(cfg, shard_dir, out_dir, **options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with TrainLock(out_dir):
+        return _fit_held(cfg, shard_dir, out_dir, **options)
+
+
+def _fit_held(
+    cfg: TrainConfig,
+    shard_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    init_from: str | Path | None,
+    run_id: str | None,
+) -> FitResult:
+    """`fit` once rank 0 holds the run folder."""
     ctx = DistContext.from_env()
     device = resolve_device(cfg.device, ctx)
     if cfg.batch_size % ctx.world_size:
@@ -316,8 +340,6 @@ def fit(
     torch.manual_seed(cfg.seed)
 
     out_dir, shard_dir = Path(out_dir), Path(shard_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: the run directory is a file; pass a folder (created if missing) as --out")
     ckpt_dir = out_dir / "checkpoints"
     last_path = ckpt_dir / "last.pth"
     info = read_dataset_info(shard_dir)

@@ -1,6 +1,7 @@
 """Training under hostile or careless use: divergence stops the run and leaves no broken model, a checkpoint
 is never written with non-finite weights, resume is exact or refused with a way out, `resume=False` never
-continues another run, and BatchNorm under DDP sees the global batch.
+continues another run, a run folder is written by one run at a time, and BatchNorm under DDP sees the global
+batch.
 
 Real shards (`configs/mix/test.yaml`) and one-epoch runs of `configs/train/test.yaml`; the step-level cases
 use a two-layer model and a list of batches, so they take milliseconds.
@@ -25,7 +26,7 @@ from r3fa.errors import UserError
 from r3fa.paths import PROJECT_ROOT
 from r3fa.sync_batchnorm import GlobalBatchNorm2d, convert_sync_batchnorm
 from r3fa.train_config import TrainConfig
-from r3fa.train_resume import TrainState, sample_order_mismatch
+from r3fa.train_resume import TrainLock, TrainState, sample_order_mismatch
 from r3fa.training import DivergenceError, fit, train_one_epoch
 
 TRAIN_CONFIG = PROJECT_ROOT / "configs/train/test.yaml"
@@ -192,6 +193,25 @@ def test_a_broken_last_checkpoint_refuses_resume_but_not_a_fresh_run(shard_dir: 
     with pytest.raises(UserError, match="not a readable checkpoint"):
         fit(_config(), shard_dir, run, progress=False)
     assert fit(_config(), shard_dir, run, resume=False, progress=False, run_id="x").resumed_from is None
+
+
+def test_a_second_run_on_a_held_folder_stops_with_one_line_naming_the_holder(shard_dir: Path, tmp_path: Path) -> None:
+    # A killed torchrun can leave its worker training on (it runs in a session of its own): a retry on the same
+    # folder must not interleave its checkpoints with that worker's.
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "r3fa.training", "--config", str(TRAIN_CONFIG), "--shards", str(shard_dir),
+               "--out", str(run), "--no-progress"]  # fmt: skip
+    run.mkdir()
+    with TrainLock(run):  # this process holds the folder, as the orphaned worker would
+        done = subprocess.run(command, env=ENV, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"is being trained by pid {os.getpid()} on " in lines[0] and "--out" in lines[0]
+    assert list(run.iterdir()) == []  # nothing written, and the holder's lock file removed on release
+    # the folder is free again: a run takes it, and leaves no lock file behind
+    fit(_config(), shard_dir, run, progress=False)
+    assert (run / "model.pth").exists() and not (run / TrainLock.lock_name).exists()
 
 
 # ----------------------------------------------------------------------------- BatchNorm over the global batch
