@@ -61,9 +61,11 @@ def inputs_hash(items: Sequence[SourceItem]) -> tuple[str, int]:
         root = data_root()
     except FileNotFoundError:
         root = None
+    under_root = os.path.join(os.path.normpath(root), "") if root else None  # "<root>/": shown relative to it
     lines = []
     for path in sorted({p for item in items for p in (item.image_path, item.annotation_path, item.landmark_path) if p}):
-        shown = os.path.relpath(path, root) if root and Path(path).is_relative_to(root) else path
+        path = os.path.normpath(path)
+        shown = path[len(under_root) :] if under_root and path.startswith(under_root) else path
         try:
             stat = os.stat(path)
         except OSError as err:

@@ -1,16 +1,18 @@
 """The shard writer: samples into one WebDataset tar, byte-identical for identical input.
 
-It knows nothing of plans, records or Dask: it takes each sample as its tar bytes (`sample_tar`, made from a
-key and the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no user or group names,
-mode 0644, ustar format) and each sample's members are written in sorted extension order, so the same samples
-give the same bytes. The tar is written under a temporary name, fsynced and renamed on `close()`, which also
-writes its DALI index (`pipelines.index`) from the member offsets recorded while writing; the index is
-therefore never derived from a re-scan. The index lines are streamed to a temporary file as samples are
-written, so the writer holds no per-sample state but the set of keys written (to refuse a repeated one).
+It knows nothing of plans, records or Dask: it takes each sample as its tar bytes (`sample_tar`, made from a key and
+the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no user or group names, mode 0644,
+ustar format) and each sample's members are written in sorted extension order, so the same samples give the same
+bytes. The tar is written under a temporary name, fsynced and renamed on `close()`, which also writes its DALI index
+(`pipelines.index`) from the member offsets recorded while writing; the index is therefore never derived from a
+re-scan, and the tar's sha256 is hashed from the bytes as they are written (the shard's `.done` marker records it
+without reading the tar back). The index lines are streamed to a temporary file as samples are written, so the
+writer holds no per-sample state but the set of keys written (to refuse a repeated one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 from dataclasses import dataclass
@@ -98,6 +100,7 @@ class ShardWriter:
         self._tmp = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
         self._file = open(self._tmp, "wb")
         self._offset = 0
+        self._sha256 = hashlib.sha256()
         self._index = IndexWriter(self.index_path)
         self._keys: set[str] = set()
 
@@ -111,6 +114,7 @@ class ShardWriter:
             raise ValueError(f"sample key {sample.key!r} written twice")
         self._keys.add(sample.key)
         self._file.write(sample.data)
+        self._sha256.update(sample.data)
         self._index.add([Member(name, self._offset + at, size) for name, at, size in sample.members])
         self._offset += len(sample.data)
 
@@ -119,11 +123,18 @@ class ShardWriter:
         """Samples written so far."""
         return self._index.count
 
+    @property
+    def sha256(self) -> str:
+        """The hex sha256 of the tar's bytes (complete after `close()`)."""
+        return self._sha256.hexdigest()
+
     def close(self) -> None:
         """Finish the tar (two zero blocks, then zeros to a whole record, as `tarfile` does), fsync, rename it
         into place, then write the index."""
         end = self._offset + 2 * tarfile.BLOCKSIZE
-        self._file.write(b"\0" * (2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE))
+        trailer = b"\0" * (2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE)
+        self._file.write(trailer)
+        self._sha256.update(trailer)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

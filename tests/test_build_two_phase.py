@@ -132,3 +132,12 @@ def test_a_batch_of_sources_is_labelled_in_one_pass(config: Path, tmp_path: Path
         monkeypatch.setattr(pipelines.samples, name, counting)
     build_shards(config, tmp_path / "batched", workers=0, sources_per_part=5)
     assert calls == {"measure_sources": 3, "augment_copies": 3}
+
+
+def test_each_done_marker_holds_its_tars_sha256(reference: Path) -> None:
+    # the writer hashes the tar as it writes it: the marker must still name the bytes on disk
+    dones = sorted(reference.glob("*.done"))
+    assert len(dones) >= 5
+    for done in dones:
+        tar = done.with_suffix(".tar")
+        assert json.loads(done.read_text())["tar_sha256"] == hashlib.sha256(tar.read_bytes()).hexdigest(), tar.name
