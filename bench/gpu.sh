@@ -2,7 +2,8 @@
 # The GPU checks of docs/benchmarks.md in one run, on a machine with one CUDA GPU (not a test: CI has no GPU).
 #
 # Needs PyTorch with CUDA and the project's other packages (DALI, webdataset, pydantic) importable, the reference
-# data in $R3FA_DATA, and a shard set built here or elsewhere:
+# data in $R3FA_DATA, and a shard set built here or elsewhere (for a GPU machine without network or those
+# packages, bench/gpu_payload.sh packs all three):
 #     .venv/bin/r3fa shards build configs/mix/demo.yaml --out /tmp/demo-shards --workers 0
 #     R3FA_DATA=../shared/data bench/gpu.sh /tmp/demo-shards /tmp/gpu-out    # logs: /tmp/gpu-out/*.log
 #     R3FA_DATA=../shared/data bench/gpu.sh /tmp/demo-shards /tmp/gpu-out fit   # some steps only
