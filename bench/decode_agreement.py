@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -28,8 +29,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help='where DALI decodes: "cpu" or "cuda"')
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
+    threads = min(4, os.cpu_count() or 1)
     loaders = [
-        create_loader(args.shards, args.split, args.batch_size, kind=kind, device=device, num_threads=4)
+        create_loader(args.shards, args.split, args.batch_size, kind=kind, device=device, num_threads=threads)
         for kind, device in (("dali", args.device), ("torch", "cpu"))
     ]
     total, count, largest, worst_image, images = 0.0, 0, 0.0, 0.0, 0
