@@ -29,8 +29,7 @@ def run(
 ) -> tuple[dict, np.ndarray]:
     """One device's evaluation: its summary line and its per-image NMEs."""
     predictor = load_predictor(checkpoint, device=device)
-    benchmark = load_benchmark("aflw2000-3d", fold=fold, n_folds=n_folds) if fold is not None else load_benchmark(
-        "aflw2000-3d")
+    benchmark = load_benchmark("aflw2000-3d", fold=fold, n_folds=n_folds)  # fold None: all 2,000 images
     predict_landmarks(predictor, benchmark, batch)  # warm-up: cuDNN's algorithm choice, the decoder's tables
     if device.startswith("cuda"):
         torch.cuda.synchronize()
