@@ -320,7 +320,7 @@ def fit(
 def _fit_held(
     cfg: TrainConfig,
     shard_dir: str | Path,
-    out_dir: str | Path,
+    out_dir: Path,
     *,
     resume: bool,
     progress: bool,
@@ -339,7 +339,7 @@ def _fit_held(
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
 
-    out_dir, shard_dir = Path(out_dir), Path(shard_dir)
+    shard_dir = Path(shard_dir)
     ckpt_dir = out_dir / "checkpoints"
     last_path = ckpt_dir / "last.pth"
     info = read_dataset_info(shard_dir)
