@@ -13,7 +13,10 @@ Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JP
    (a) read + decode each 450x450 JPEG once, then 3 x (warp to 120x120 + JPEG encode q95),
    (b) the old per-record loop (each record decodes and labels its source again, nothing written),
    (c) `build_shards(..., workers=0)` (plan + ingest + augment + parts + shards + manifest, no synthesis),
-   and the ratio (c) / (a).
+       with 128 samples per shard (5 shards: the setting the issue measured) and with the default shard size
+       (`shard_size_mb` 256: one shard per split, as a real build's ~25k-sample shards amortise their fixed
+       cost of files, fsyncs and a Parquet writer),
+   and the ratios (c) / (a).
 
 5. with `--breakdown` (alone): where the build of (c) spends its wall time: OpenCV's codec and pixel calls,
    fsync waits and the build's stages, timed by wrapping them (milliseconds, best of the rounds).
@@ -36,6 +39,7 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -154,12 +158,16 @@ def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
     """Item 4: the floor, the per-record loop and the build, alternating for `rounds` rounds in this process
     (one OpenCV thread); the best round of each (least disturbed by other jobs) and the ratio build / floor,
     in wall-clock time and in CPU time of this process (`time.process_time`: what other jobs on a shared
-    machine inflate least; it leaves out the build's fsync waits, which the floor does not have)."""
+    machine inflate least; it leaves out the build's fsync waits, which the floor does not have). Also the
+    median over rounds of each round's ratio: a round's floor and build run a second apart, under the same
+    load, so the median moves less than the ratio of two best rounds."""
     cv2.setNumThreads(1)
     config = _config(images)  # 3 records per image, no synthesis
+    default_shards = config.model_copy(update={"samples_per_shard": None})  # shard_size_mb's count: one shard per split
     paths = [item.image_path for item in discover_aflw2000(data_root() / "aflw2000_3d")[:images]]
-    rates: dict[str, list[float]] = {"floor": [], "per_record": [], "build": []}
-    cpu_rates: dict[str, list[float]] = {"floor": [], "per_record": [], "build": []}
+    names = ("floor", "per_record", "build", "build_default_shards")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in names}
 
     def timed(name: str, work) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -173,14 +181,22 @@ def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
         timed("per_record", lambda: _per_record_pass(config))
         timed("build", lambda: _built_samples(build_shards(config, out, workers=0)))
         shutil.rmtree(out)
+        timed("build_default_shards", lambda: _built_samples(build_shards(default_shards, out, workers=0)))
+        shutil.rmtree(out)
     best = {k: round(max(v), 1) for k, v in rates.items()}
     best_cpu = {k: round(max(v), 1) for k, v in cpu_rates.items()}
     return {"images": images, "records": 3 * images, "rounds": rounds, "best_samples_per_s": best,
             "all_samples_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
             "ratio_build_to_floor": round(best["build"] / best["floor"], 3),
             "ratio_rounds": [round(b / f, 3) for b, f in zip(rates["build"], rates["floor"])],
+            "ratio_median": round(statistics.median(b / f for b, f in zip(rates["build"], rates["floor"])), 3),
+            "ratio_median_cpu": round(statistics.median(b / f for b, f in zip(cpu_rates["build"], cpu_rates["floor"])), 3),
             "best_cpu_samples_per_s": best_cpu,
-            "ratio_build_to_floor_cpu": round(best_cpu["build"] / best_cpu["floor"], 3)}  # fmt: skip
+            "ratio_build_to_floor_cpu": round(best_cpu["build"] / best_cpu["floor"], 3),
+            "ratio_default_shards_to_floor": round(best["build_default_shards"] / best["floor"], 3),
+            "ratio_default_shards_to_floor_cpu": round(best_cpu["build_default_shards"] / best_cpu["floor"], 3),
+            "ratio_default_shards_median": round(statistics.median(
+                b / f for b, f in zip(rates["build_default_shards"], rates["floor"])), 3)}  # fmt: skip
 
 
 def _built_samples(summary) -> int:
@@ -267,7 +283,8 @@ def markdown(results: dict) -> str:
         f"{floor['best_samples_per_s']['per_record']}, `build_shards(workers=0)` {floor['best_samples_per_s']['build']}: "
         f"build / floor = {floor['ratio_build_to_floor']} (per round: {floor['ratio_rounds']}); in CPU time: floor "
         f"{floor['best_cpu_samples_per_s']['floor']}, build {floor['best_cpu_samples_per_s']['build']} samples/s of CPU, "
-        f"build / floor = {floor['ratio_build_to_floor_cpu']}",
+        f"build / floor = {floor['ratio_build_to_floor_cpu']}; with the default shard size: build / floor = "
+        f"{floor['ratio_default_shards_to_floor']} (CPU time {floor['ratio_default_shards_to_floor_cpu']})",
         "",
         f"- scaling {min(r['workers'] for r in rows)} -> {max(r['workers'] for r in rows)} workers (largest size): "
         f"x{results['scaling']:.2f}; load average {results['load'][0]:.1f} before and {results['load'][1]:.1f} after "

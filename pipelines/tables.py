@@ -25,6 +25,10 @@ SCHEMA_PATH = PROJECT_ROOT / "schemas" / "samples.schema.json"
 _SCALARS = {"string": pa.string(), "bool": pa.bool_(), "int64": pa.int64(), "float32": pa.float32(),
             "float64": pa.float64(), "json": pa.string()}  # fmt: skip
 _FIXED_LIST = re.compile(r"fixed_size_list<(\w+)>\[(\d+)\]")
+# Parquet writer options of every table: zstd, no dictionary encoding (the string columns are mostly unique
+# keys, paths and hashes; trying a dictionary first made a 128-row shard's file 39 % larger and its write 2.8x
+# slower, `bench/bench_build.py`)
+_PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 
 
 def _arrow_type(name: str) -> pa.DataType:
@@ -60,12 +64,15 @@ def row_fields() -> tuple[str, ...]:
     return tuple(c["name"] for c in _definition()["samples"] if c["name"] != "shard")
 
 
-def sample_row(record: SampleRecord, split: str, jpeg_sha256: str, params: bytes, landmarks: bytes) -> tuple:
+def sample_row(
+    record: SampleRecord, split: str, augment: str, jpeg_sha256: str, params: bytes, landmarks: bytes
+) -> tuple:
     """One row of a shard's table, its values in `row_fields` order (`sample_columns` adds the shard).
 
     Args:
         record: the sample.
         split: "train" or "val".
+        augment: the applied ops (`augment_json` of the record).
         jpeg_sha256: of the JPEG member.
         params, landmarks: the tar members' raw little-endian float32 labels (the columns hold the same values).
     """
@@ -80,7 +87,7 @@ def sample_row(record: SampleRecord, split: str, jpeg_sha256: str, params: bytes
         "synthetic": bool(record.synthetic),
         "fitted": bool(record.fitted),
         "yaw_increment": float(record.yaw_increment),
-        "augment": augment_json(record),
+        "augment": augment,
         "yaw": yaw,
         "pitch": pitch,
         "roll": roll,
@@ -142,11 +149,11 @@ def _to_table(columns: Mapping[str, Sequence], schema: pa.Schema) -> pa.Table:
 
 
 def write_table(path: str | Path, rows: Sequence[dict], table: str) -> None:
-    """Write rows of "samples" or "rejected" to a Parquet file atomically (zstd, one row group)."""
+    """Write rows of "samples" or "rejected" to a Parquet file atomically (one row group)."""
     schema = arrow_schema(table)
     arrow = _to_table({field.name: [row[field.name] for row in rows] for field in schema}, schema)
     with atomic_writer(path) as fh:
-        pq.write_table(arrow, fh, compression="zstd", row_group_size=max(1, len(rows)))
+        pq.write_table(arrow, fh, row_group_size=max(1, len(rows)), **_PARQUET_OPTIONS)
 
 
 class TableWriter:
@@ -156,7 +163,7 @@ class TableWriter:
     def __init__(self, path: str | Path, table: str):
         self.schema = arrow_schema(table)
         self._file = atomic_writer(path)
-        self._writer = pq.ParquetWriter(self._file.__enter__(), self.schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._file.__enter__(), self.schema, **_PARQUET_OPTIONS)
 
     def write(self, columns: Mapping[str, Sequence]) -> None:
         """Append the rows of `columns` (column name -> values) as one row group (nothing for no rows)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from r3fa.atomic import TMP_SUFFIX, fsync_dir
+from r3fa.atomic import TMP_SUFFIX, WRITE_BUFFER, fsync_dir
 from pipelines.index import IndexWriter, Member
 
 HEADER_SIZE = tarfile.BLOCKSIZE  # a ustar member without extended headers has one 512-byte header
@@ -98,7 +98,7 @@ class ShardWriter:
         self.tar_path = Path(tar_path)
         self.index_path = Path(index_path)
         self._tmp = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
-        self._file = open(self._tmp, "wb")
+        self._file = open(self._tmp, "wb", buffering=WRITE_BUFFER)
         self._offset = 0
         self._sha256 = hashlib.sha256()
         self._index = IndexWriter(self.index_path)

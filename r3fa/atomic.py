@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 TMP_SUFFIX = ".tmp"
+WRITE_BUFFER = 1 << 20  # bytes buffered before a write call: a shard's ~10 KB samples are not one syscall each
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -39,7 +40,7 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=TMP_SUFFIX)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

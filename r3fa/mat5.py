@@ -37,49 +37,60 @@ def read_mat5(data: bytes) -> dict[str, np.ndarray] | None:
     if len(data) < 128 or data[124:128] != b"\x00\x01IM":  # version 0x0100, little-endian
         return None
     variables: dict[str, np.ndarray] = {}
+    view = memoryview(data)
     try:
         offset = 128
         while offset < len(data):
-            kind, body, offset = _element(data, offset)
+            kind, size = _TAG.unpack_from(data, offset)
             if kind == _MI_COMPRESSED:
-                kind, body, _ = _element(zlib.decompress(body), 0)
-            if kind != _MI_MATRIX:
-                raise _NotPlain
-            name, array = _matrix(body)
+                if offset + 8 + size > len(data):
+                    raise _NotPlain  # truncated
+                element, at = zlib.decompress(view[offset + 8 : offset + 8 + size]), 0
+                offset += 8 + size
+            else:
+                element, at = data, offset
+                offset += 8 + size + (-size) % 8
+                if kind >> 16 or offset > len(data) + (-size) % 8:
+                    raise _NotPlain  # a small data element at the top level, or truncated
+            name, array = _matrix(element, at)
             variables[name] = array
     except (_NotPlain, zlib.error, struct.error, ValueError, UnicodeDecodeError):
         return None
     return variables
 
 
-def _element(data: bytes, offset: int) -> tuple[int, bytes, int]:
-    """(type, data, offset of the next element) of the data element at `offset`."""
-    kind, size = struct.unpack_from("<II", data, offset)
+_TAG = struct.Struct("<II")
+_MATRIX_HEAD = struct.Struct("<8I")  # element tag, array flags tag and words, dimensions tag
+
+
+def _element(data: bytes, offset: int) -> tuple[int, int, int, int]:
+    """(type, offset of its data, its size, offset of the next element) of the data element at `offset` of
+    a matrix's body."""
+    kind, size = _TAG.unpack_from(data, offset)
     if kind >> 16:  # small data element: the size in the upper half, the data in the tag's last 4 bytes
         kind, size = kind & 0xFFFF, kind >> 16
         if size > 4:
             raise _NotPlain
-        return kind, data[offset + 4 : offset + 4 + size], offset + 8
-    end = offset + 8 + size
-    if end > len(data):
-        raise _NotPlain  # truncated
-    return kind, data[offset + 8 : end], end if kind == _MI_COMPRESSED else end + (-size) % 8
+        return kind, offset + 4, size, offset + 8
+    return kind, offset + 8, size, offset + 8 + size + (-size) % 8
 
 
-def _matrix(body: bytes) -> tuple[str, np.ndarray]:
-    """(name, array) of an `miMATRIX` element holding a real numeric matrix: array flags (an 8-byte
+def _matrix(data: bytes, at: int) -> tuple[str, np.ndarray]:
+    """(name, array) of the `miMATRIX` element at `at` holding a real numeric matrix: array flags (an 8-byte
     `miUINT32`), dimensions (`miINT32`), name, real part."""
-    flags_kind, flags_size, flag_word, _, dims_kind, dims_size = struct.unpack_from("<6I", body)
-    if (flags_kind, flags_size, dims_kind) != (6, 8, 5) or flag_word & _COMPLEX_FLAG:
+    kind, size, flags_kind, flags_size, flag_word, _, dims_kind, dims_size = _MATRIX_HEAD.unpack_from(data, at)
+    end = at + 8 + size
+    if kind != _MI_MATRIX or end > len(data) or (flags_kind, flags_size, dims_kind) != (6, 8, 5):
         raise _NotPlain
-    if (flag_word & 0xFF) not in _NUMERIC_CLASSES:
+    if flag_word & _COMPLEX_FLAG or (flag_word & 0xFF) not in _NUMERIC_CLASSES:
         raise _NotPlain
-    shape = struct.unpack_from(f"<{dims_size // 4}i", body, 24)
-    _, name, offset = _element(body, 24 + dims_size + (-dims_size) % 8)
-    kind, real, offset = _element(body, offset)
-    if kind not in _STORAGE or offset < len(body):  # another storage type, or more than a real part
+    shape = struct.unpack_from(f"<{dims_size // 4}i", data, at + 32)
+    _, name_at, name_size, offset = _element(data, at + 32 + dims_size + (-dims_size) % 8)
+    kind, real_at, real_size, offset = _element(data, offset)
+    if kind not in _STORAGE or real_at + real_size > end or offset < end:  # another type, or more than a real part
         raise _NotPlain
-    values = np.frombuffer(real, _STORAGE[kind])
-    if values.size != math.prod(shape):
+    dtype = np.dtype(_STORAGE[kind])
+    if real_size != dtype.itemsize * math.prod(shape):
         raise _NotPlain
-    return name.decode("ascii"), values.reshape(shape, order="F").copy()
+    values = np.frombuffer(data, dtype, real_size // dtype.itemsize, real_at)
+    return data[name_at : name_at + name_size].decode("ascii"), values.reshape(shape, order="F").copy()

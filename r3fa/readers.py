@@ -35,7 +35,7 @@ import numpy as np
 
 from r3fa.crop import CROP_SIZE, roi_from_landmarks
 from r3fa.folds import fold_of_index
-from r3fa.io import MAX_IMAGE_PIXELS, BadInputError, read_annotation, read_image, read_landmarks_file
+from r3fa.io import MAX_IMAGE_PIXELS, Annotation, BadInputError, read_annotation, read_image, read_landmarks_file
 from r3fa.labels import (
     crop_frame_params,
     homogeneous,
@@ -480,7 +480,12 @@ def load_source_sample(
 
 
 def read_source(
-    item: SourceItem, *, refit: bool = False, model: MorphableModel | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS
+    item: SourceItem,
+    *,
+    refit: bool = False,
+    model: MorphableModel | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    annotation: Annotation | None = None,
 ) -> SourceRead:
     """Read a source item with a 3DMM annotation: its decoded image, landmarks, roi and label.
 
@@ -494,6 +499,8 @@ def read_source(
             (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
         model: the 68-point model for the refit; default `load_model("bfm68")`.
         max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
+        annotation: the item's annotation, already read (`r3fa.io.read_annotation`); default read it here,
+            after the image (so a bad image is reported before a bad annotation).
 
     Raises:
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
@@ -502,7 +509,7 @@ def read_source(
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
     image = read_image(item.image_path, max_image_pixels)
-    annotation = read_annotation(item.annotation_path)
+    annotation = annotation or read_annotation(item.annotation_path)
     landmarks = _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
     roi = roi_from_landmarks(landmarks)
     affine = image_frame_affine(annotation.pose_para, image.shape[0])

@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from pipelines.build import build_shards
+from pipelines.samples import sample_meta
+from pipelines.tables import augment_json, canonical_json
 from pipelines.verify import verify_shard_set
 from r3fa.errors import UserError
 from r3fa.io import decode_image
@@ -25,6 +27,7 @@ from r3fa.loaders.shardset import SampleReader, plan_epoch, read_shards
 from r3fa.loaders.torch_loader import read_batch
 from r3fa.paths import PROJECT_ROOT
 from r3fa.predictor import normalise_crops
+from r3fa.records import SampleRecord
 from r3fa.shard_contract import (
     LANDMARKS_EXT,
     MANIFEST_SCHEMA_PATH,
@@ -186,3 +189,22 @@ def test_training_and_inference_normalise_pixels_alike(built: Path) -> None:
     assert batch["image"].dtype == normalise_crops(crops).dtype
     assert np.array_equal(batch["image"].numpy(), normalise_crops(crops).numpy())
     assert batch["image"].min() >= -127.5 / 128 and batch["image"].max() <= 127.5 / 128
+
+
+@pytest.mark.parametrize("text, number", [("plain", 1.5), ('quo"te \\ ñ ☃ \n', float("nan")), ("", -1e-7)])
+def test_the_json_member_is_the_canonical_json_of_its_summary(text: str, number: float) -> None:
+    """`sample_meta` writes the summary out by hand; it must be `canonical_json` of the summary's dict, the
+    member's definition, for any strings and numbers (numpy float32 included, NaN in `json`'s spelling)."""
+    record = SampleRecord(
+        key=f"k{text}", source=text, subject_id=f"s/{text}", image_path="x.jpg", crop=np.zeros((1, 1, 3), np.uint8),
+        roi=np.zeros(4), params=np.zeros(62, np.float32), landmarks=np.zeros((2, 68), np.float32),
+        pose_deg=np.array([number, 12.25, -3.0], np.float32), label_nme=number, parent_key=text, synthetic=True,
+        yaw_increment=np.float32(number), augment=({"name": "rotate", "degrees": number}, {"name": text}),
+    )  # fmt: skip
+    summary = {
+        "key": record.key, "split": "val", "source": record.source, "subject_id": record.subject_id,
+        "parent_key": record.parent_key, "synthetic": record.synthetic, "fitted": record.fitted,
+        "yaw_increment": float(record.yaw_increment), "pose_deg": [float(v) for v in record.pose_deg],
+        "label_nme": record.label_nme, "augment": list(record.augment),
+    }  # fmt: skip
+    assert sample_meta(record, "val", augment_json(record)) == canonical_json(summary)
