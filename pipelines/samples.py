@@ -1,8 +1,8 @@
 """The stages over sample records: the candidates of a run of source items become encoded samples or rejections.
 
-ingest (`ingest`: each item read and decoded once, `r3fa.readers.read_source`; the labels of all the items
-measured in one pass) -> for each candidate, augment (`make_copies`: all the copies of all the items,
-labelled in one vectorised pass, `r3fa.augment.augment_copies`) or synthesis
+ingest (`ingest`: each item read and decoded once, `r3fa.readers.load_source_files`; the geometry and the
+labels of all the items each computed in one pass) -> for each candidate, augment (`make_copies`: all the
+copies of all the items, labelled in one vectorised pass, `r3fa.augment.augment_copies`) or synthesis
 (`pipelines.synthesis_stage.synthesize_sample`) -> label check (finite label, label NME within the threshold)
 -> encode (JPEG crop, raw float32 labels, JSON summary: the tar members, and the Parquet row). The vectorised
 passes give every sample the same bits whichever items share its pass, so how a build groups items never
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from json.encoder import encode_basestring_ascii as _json_str
 
 import cv2
@@ -31,7 +32,8 @@ from pipelines.tables import augment_json, canonical_json, sample_row
 from pipelines.writer import SampleTar, sample_tar
 from r3fa.augment import CopyJob, augment_copies, augment_sample, copy_rng
 from r3fa.io import Annotation, read_annotation
-from r3fa.readers import BaseSample, SourceRead, load_source_sample, measure_sources, read_source
+from r3fa.readers import (BaseSample, SourceFiles, SourceRead, load_source_files, load_source_sample,
+                          measure_sources, source_reads)
 from r3fa.records import Rejection, SampleRecord, rejection_of
 from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
 
@@ -91,54 +93,62 @@ def encode_jpeg(crop: np.ndarray, quality: int) -> bytes:
 
 
 def ingest(specs: Sequence[SampleSpec], config: MixConfig) -> list[BaseSample | Rejection]:
-    """The source items of candidates, one per candidate: each read and decoded (`r3fa.readers.read_source`;
-    an item with landmarks only is fitted), then all their labels measured in one pass
-    (`r3fa.readers.measure_sources`). An item that cannot be read is its rejection (stage "ingest"); if the
-    pass fails, each item is measured alone, so a failure is the rejection of the item that caused it only.
+    """The source items of candidates, one per candidate: each item's files read and checked
+    (`r3fa.readers.load_source_files`; an item with landmarks only is fitted), then the geometry of all of
+    them (`r3fa.readers.source_reads`) and all their labels (`r3fa.readers.measure_sources`), each in one
+    vectorised pass. An item that cannot be read is its rejection (stage "ingest"); if a pass fails, it is
+    done again one item at a time, so a failure is the rejection of the item that caused it only.
 
     The annotations are all read before the images are decoded: parsing small `.mat` files between decodes of
     600 KB images ran ~10 % slower (caches). An annotation that fails here is read again after its image,
     so an item with a bad image and a bad annotation is still rejected for its image."""
     annotations = [_annotation(spec) for spec in specs]
-    reads = [_read(spec, config, annotation) for spec, annotation in zip(specs, annotations)]
-    unmeasured = [read for read in reads if _unmeasured(read)]
-    try:
-        measured = iter(measure_sources(unmeasured) if unmeasured else [])
-        return [next(measured) if _unmeasured(read) else read for read in reads]
-    except Exception:  # found again, and attributed to its item, below
-        return [_measure_one(spec, read) if _unmeasured(read) else read for spec, read in zip(specs, reads)]
-
-
-def _unmeasured(read: SourceRead | BaseSample | Rejection) -> bool:
-    """A read whose label is still to be measured (a `BaseSample`, a `SourceRead` too, is measured already)."""
-    return isinstance(read, SourceRead) and not isinstance(read, BaseSample)
+    loaded = [_load(spec, config, annotation) for spec, annotation in zip(specs, annotations)]
+    reads = _in_one_pass(specs, loaded, SourceFiles, partial(source_reads, refit=config.refit))
+    return _in_one_pass(specs, reads, SourceRead, measure_sources)
 
 
 def _annotation(spec: SampleSpec) -> Annotation | None:
-    """The item's annotation, or None (no annotation, or one that cannot be read: `_read` finds out why)."""
+    """The item's annotation, or None (no annotation, or one that cannot be read: `_load` finds out why)."""
     if not spec.item.has_label:
         return None
     try:
         return read_annotation(spec.item.annotation_path)
-    except Exception:  # read again, after its image, in `_read`
+    except Exception:  # read again, after its image, in `_load`
         return None
 
 
-def _read(spec: SampleSpec, config: MixConfig, annotation: Annotation | None) -> SourceRead | BaseSample | Rejection:
+def _load(spec: SampleSpec, config: MixConfig, annotation: Annotation | None) -> SourceFiles | BaseSample | Rejection:
     item = spec.item
     try:
         if not item.has_label and item.landmark_style:
             return load_source_sample(item, max_image_pixels=config.max_image_pixels)  # fitted to its landmarks
-        return read_source(item, refit=config.refit, max_image_pixels=config.max_image_pixels, annotation=annotation)
+        return load_source_files(item, max_image_pixels=config.max_image_pixels, annotation=annotation)
     except Exception as err:  # any failure of one input is its rejection
-        return rejection_of(err, item.annotation_path or item.image_path, "ingest")
+        return _ingest_rejection(spec, err)
 
 
-def _measure_one(spec: SampleSpec, read: SourceRead) -> BaseSample | Rejection:
+def _in_one_pass(specs: Sequence[SampleSpec], values: list, kind: type, make: Callable[[list], list]) -> list:
+    """`make` of the values of exactly type `kind` (a `BaseSample` is not a `SourceRead` to measure), in one
+    call; the other values pass through. If the call fails, `make` of each alone: a failure is the rejection
+    of its item only."""
+    todo = [value for value in values if type(value) is kind]
     try:
-        return measure_sources([read])[0]
+        made = iter(make(todo) if todo else [])
+        return [next(made) if type(value) is kind else value for value in values]
+    except Exception:  # found again, and attributed to its item, below
+        return [_alone(spec, make, value) if type(value) is kind else value for spec, value in zip(specs, values)]
+
+
+def _alone(spec: SampleSpec, make: Callable[[list], list], value: object) -> object:
+    try:
+        return make([value])[0]
     except Exception as err:  # any failure of one input is its rejection
-        return rejection_of(err, spec.item.annotation_path or spec.item.image_path, "ingest")
+        return _ingest_rejection(spec, err)
+
+
+def _ingest_rejection(spec: SampleSpec, err: Exception) -> Rejection:
+    return rejection_of(err, spec.item.annotation_path or spec.item.image_path, "ingest")
 
 
 def make_record(spec: SampleSpec, base: BaseSample, config: MixConfig) -> SampleRecord | Rejection:

@@ -85,13 +85,14 @@ def image_to_crop(pts: np.ndarray, roi: np.ndarray, size: int = CROP_SIZE) -> np
 
 
 def roi_from_landmarks(pts: np.ndarray) -> np.ndarray:
-    """3DDFA's roi from landmarks `(2|3, N)`: square of side max(w, h) of their box, its diagonal as the
-    crop side, centred on the box centre. Returns [sx, sy, ex, ey] (float64, not clipped)."""
-    x, y = np.asarray(pts[0], np.float64), np.asarray(pts[1], np.float64)
-    left, right, top, bottom = x.min(), x.max(), y.min(), y.max()
+    """3DDFA's roi from landmarks `(..., 2|3, N)`: square of side max(w, h) of their box, its diagonal as the
+    crop side, centred on the box centre. Returns [sx, sy, ex, ey] `(..., 4)` (float64, not clipped)."""
+    pts = np.asarray(pts)
+    x, y = np.asarray(pts[..., 0, :], np.float64), np.asarray(pts[..., 1, :], np.float64)
+    left, right, top, bottom = x.min(-1), x.max(-1), y.min(-1), y.max(-1)
     cx, cy = (left + right) / 2, (top + bottom) / 2
-    side = max(right - left, bottom - top) * np.sqrt(2.0)
-    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+    side = np.maximum(right - left, bottom - top) * np.sqrt(2.0)
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=-1)
 
 
 def roi_from_box(box: np.ndarray) -> np.ndarray:

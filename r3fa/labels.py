@@ -9,6 +9,7 @@ y_image = H + 1 - y (DESIGN §2), so the image-frame affine is [sR | t] with its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from r3fa.crop import CROP_SIZE, CropConvention, crop_to_image
 from r3fa.metrics import box_normaliser, nme
 from r3fa.morphable import MorphableModel, posed_vertices
-from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_from_pose_para, pose_matrix
+from r3fa.params import EXP_DIM, SHAPE_DIM, compose, pose_matrix, poses_from_pose_paras
 
 
 def image_frame_affine(pose_para: np.ndarray, image_height: int) -> np.ndarray:
@@ -24,9 +25,15 @@ def image_frame_affine(pose_para: np.ndarray, image_height: int) -> np.ndarray:
 
     The y flip makes it a reflection (negative determinant): take pose angles from crop-frame params
     (`crop_frame_params`), never from this affine."""
-    affine = pose_from_pose_para(pose_para)
-    affine[1] = -affine[1]
-    affine[1, 3] += image_height + 1
+    return image_frame_affines(np.asarray(pose_para, np.float64).reshape(1, 7), [image_height])[0]
+
+
+def image_frame_affines(pose_paras: np.ndarray, image_heights: Sequence[int]) -> np.ndarray:
+    """`image_frame_affine` of `(n, 7)` `Pose_Para`s and their images' heights, `(n, 3, 4)`, in one
+    vectorised pass (the same bits as one at a time)."""
+    affine = poses_from_pose_paras(pose_paras)
+    affine[:, 1] = -affine[:, 1]
+    affine[:, 1, 3] += np.asarray(image_heights, np.float64) + 1
     return affine
 
 

@@ -5,7 +5,7 @@ translation tx, ty, tz), `p[12:52]` the 40 shape and `p[52:62]` the 10 expressio
 300W-LP stores the pose as `Pose_Para = [pitch, yaw, roll (radians), tx, ty, tz, scale]`, with the rotation
 R = Rx(pitch) Ry(yaw) Rz(roll) in the transposed-sign form of 3DDFA/face3d (`rotation_from_euler`).
 Functions on parameter vectors take batched arrays (`(..., 62)`) and, where they say so, torch tensors;
-`rotation_from_euler` takes single angles.
+`rotation_from_euler` takes single angles or arrays of them.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def compose(pose: np.ndarray, shape: np.ndarray, expression: np.ndarray) -> np.n
 
 
 # ----------------------------------------------------------------------------- Euler angles
-def rotation_from_euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """Rotation matrix of 300W-LP's `Pose_Para` angles (radians), as face3d's `angle2matrix_3ddfa`.
+def rotation_from_euler(pitch, yaw, roll) -> np.ndarray:
+    """Rotation matrix of 300W-LP's `Pose_Para` angles (radians), as face3d's `angle2matrix_3ddfa`: `(3, 3)`
+    for single angles, `(..., 3, 3)` for arrays of angles (the same bits per rotation either way).
 
     R = Rx Ry Rz with Rx = [[1,0,0],[0,c,s],[0,-s,c]] etc. (each the transpose of the textbook form),
     so R.T = Rz(roll) Ry(yaw) Rx(pitch) in the textbook convention.
@@ -56,9 +57,14 @@ def rotation_from_euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
     cx, sx = np.cos(pitch), np.sin(pitch)
     cy, sy = np.cos(yaw), np.sin(yaw)
     cz, sz = np.cos(roll), np.sin(roll)
-    rx = np.array([[1, 0, 0], [0, cx, sx], [0, -sx, cx]])
-    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
-    rz = np.array([[cz, sz, 0], [-sz, cz, 0], [0, 0, 1]])
+    zero, one = np.zeros_like(cx), np.ones_like(cx)
+
+    def matrix(*rows: np.ndarray) -> np.ndarray:
+        return np.stack(rows, axis=-1).reshape(*np.shape(cx), 3, 3)
+
+    rx = matrix(one, zero, zero, zero, cx, sx, zero, -sx, cx)
+    ry = matrix(cy, zero, -sy, zero, one, zero, sy, zero, cy)
+    rz = matrix(cz, sz, zero, -sz, cz, zero, zero, zero, one)
     return rx @ ry @ rz
 
 
@@ -102,9 +108,14 @@ def pose_degrees(params: np.ndarray) -> np.ndarray:
 
 def pose_from_pose_para(pose_para: np.ndarray) -> np.ndarray:
     """The `(3, 4)` [sR | t] of a 300W-LP `Pose_Para` (7 values), in the annotation's y-up model frame."""
-    pitch, yaw, roll, tx, ty, tz, scale = np.asarray(pose_para, dtype=np.float64).reshape(7)
-    sr = scale * rotation_from_euler(pitch, yaw, roll)
-    return np.concatenate([sr, [[tx], [ty], [tz]]], axis=1)
+    return poses_from_pose_paras(np.asarray(pose_para, dtype=np.float64).reshape(1, 7))[0]
+
+
+def poses_from_pose_paras(pose_paras: np.ndarray) -> np.ndarray:
+    """`pose_from_pose_para` of `(n, 7)` `Pose_Para`s, `(n, 3, 4)`, in one vectorised pass (the same bits)."""
+    pitch, yaw, roll, tx, ty, tz, scale = np.asarray(pose_paras, dtype=np.float64).T
+    sr = scale[:, None, None] * rotation_from_euler(pitch, yaw, roll)
+    return np.concatenate([sr, np.stack([tx, ty, tz], axis=-1)[..., None]], axis=2)
 
 
 # ----------------------------------------------------------------------------- whitening

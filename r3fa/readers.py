@@ -39,7 +39,7 @@ from r3fa.io import MAX_IMAGE_PIXELS, Annotation, BadInputError, read_annotation
 from r3fa.labels import (
     crop_frame_params,
     homogeneous,
-    image_frame_affine,
+    image_frame_affines,
     landmark_nme,
     landmarks_in_crop,
     refit_coefficients,
@@ -487,7 +487,8 @@ def read_source(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     annotation: Annotation | None = None,
 ) -> SourceRead:
-    """Read a source item with a 3DMM annotation: its decoded image, landmarks, roi and label.
+    """Read a source item with a 3DMM annotation: its decoded image, landmarks, roi and label
+    (`load_source_files`, then `source_reads`).
 
     Landmarks, in order of preference: `pt3d_68[:2]` (AFLW2000-3D), a 68-point `pt2d` (300W-LP), the item's
     landmark file (300W-LP's side file: `pts_3d`, else `pts_2d`). The roi is 3DDFA's roi of those landmarks,
@@ -506,25 +507,58 @@ def read_source(
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
         ValueError: the item has no 3DMM label.
     """
+    files = load_source_files(item, max_image_pixels=max_image_pixels, annotation=annotation)
+    return source_reads([files], refit=refit, model=model)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class SourceFiles:
+    """A source item's files, read and checked (`load_source_files`); `source_reads` adds their geometry.
+
+    Attributes:
+        image: the full image, BGR uint8.
+        annotation: the annotation's fields.
+        landmarks: (2, 68) the annotation's image-frame landmarks (float64).
+    """
+
+    image: np.ndarray
+    annotation: Annotation
+    landmarks: np.ndarray
+
+
+def load_source_files(
+    item: SourceItem, *, max_image_pixels: int = MAX_IMAGE_PIXELS, annotation: Annotation | None = None
+) -> SourceFiles:
+    """The files of a source item with a 3DMM annotation, read and checked (`read_source`'s reading part).
+
+    Raises:
+        BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
+        ValueError: the item has no 3DMM label.
+    """
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
     image = read_image(item.image_path, max_image_pixels)
     annotation = annotation or read_annotation(item.annotation_path)
-    landmarks = _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
-    roi = roi_from_landmarks(landmarks)
-    affine = image_frame_affine(annotation.pose_para, image.shape[0])
-    shape, exp = annotation.shape_para[:SHAPE_DIM], annotation.exp_para[:EXP_DIM]
-    if refit:
-        shape, exp = _refit(affine, shape, exp, landmarks, roi, model or _bfm68())
-    return SourceRead(
-        image=image,
-        roi=roi,
-        image_affine=affine,
-        shape=np.asarray(shape, np.float64),
-        exp=np.asarray(exp, np.float64),
-        landmarks=landmarks,
-        annotation_yaw_deg=float(np.degrees(annotation.pose_para[1])),
-    )
+    return SourceFiles(image, annotation, _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d))
+
+
+def source_reads(
+    files: Sequence[SourceFiles], *, refit: bool = False, model: MorphableModel | None = None
+) -> list[SourceRead]:
+    """The reads of items' files (`read_source`'s geometry part): the rois of their landmarks and the
+    image-frame affines of their poses computed in one vectorised pass (the same bits as one at a time; a
+    build reads a batch of sources together), then each label (refitted with `refit`, see `read_source`)."""
+    rois = roi_from_landmarks(np.stack([f.landmarks for f in files]))
+    affines = image_frame_affines(np.stack([f.annotation.pose_para for f in files]), [f.image.shape[0] for f in files])
+    reads = []
+    for f, roi, affine in zip(files, rois, affines):
+        shape, exp = f.annotation.shape_para[:SHAPE_DIM], f.annotation.exp_para[:EXP_DIM]
+        if refit:
+            shape, exp = _refit(affine, shape, exp, f.landmarks, roi, model or _bfm68())
+        reads.append(SourceRead(image=f.image, roi=roi, image_affine=affine, shape=np.asarray(shape, np.float64),
+                                exp=np.asarray(exp, np.float64), landmarks=f.landmarks,
+                                annotation_yaw_deg=float(np.degrees(f.annotation.pose_para[1]))))  # fmt: skip
+    return reads
 
 
 def measure_sources(reads: Sequence[SourceRead], model: MorphableModel | None = None) -> list[BaseSample]:

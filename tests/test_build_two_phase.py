@@ -88,13 +88,13 @@ def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: P
 
 
 def test_each_source_is_decoded_once(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    loads, load = [], pipelines.samples.read_source
+    loads, load = [], pipelines.samples.load_source_files
 
     def counting(item, **kwargs):
         loads.append(item.key)
         return load(item, **kwargs)
 
-    monkeypatch.setattr(pipelines.samples, "read_source", counting)
+    monkeypatch.setattr(pipelines.samples, "load_source_files", counting)
     summary = build_shards(config, tmp_path / "once", workers=0)
     assert len(loads) == len(set(loads)) == 12 and summary.planned > 30
 
