@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from r3fa.crop import CROP_SIZE
-from r3fa.readers import BaseSample, CropTransform, SourceItem, make_records
+from r3fa.readers import BaseSample, CropTransform, SourceItem, make_records, roi_crop_matrices
 from r3fa.records import SampleRecord
 
 _CENTRE = (CROP_SIZE - 1) / 2.0  # centre of the crop's pixel grid: a flip about it is cv2.flip
@@ -136,12 +136,14 @@ def copy_rng(seed: int, key: str, copy_index: int) -> np.random.Generator:
 
 
 # ----------------------------------------------------------------------------- geometric ops
-def _about_centre(linear: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """3x3 crop-frame map x -> linear (x - c) + c + offset, c the crop centre."""
+def _about_centre(linear: np.ndarray, offset: np.ndarray | tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Crop-frame maps x -> linear (x - c) + c + offset, c the crop centre: `(..., 3, 3)` of `linear`
+    `(..., 2, 2)` and `offset` `(..., 2)`."""
     centre = np.full(2, _CENTRE)
-    out = np.eye(3)
-    out[:2, :2] = linear
-    out[:2, 2] = centre - linear @ centre + np.asarray(offset)
+    out = np.zeros((*np.shape(linear)[:-2], 3, 3))
+    out[..., 2, 2] = 1.0
+    out[..., :2, :2] = linear
+    out[..., :2, 2] = centre - linear @ centre + np.asarray(offset)
     return out
 
 
@@ -161,25 +163,57 @@ def _draw_geometry(policy: AugmentPolicy, rng: np.random.Generator) -> list[dict
 
 def geometric_map(ops: Sequence[dict]) -> np.ndarray:
     """The crop-frame 3x3 map (applied after the roi crop) of the geometric ops in a log, in order;
-    photometric entries are ignored. Replays a record's `augment` as well as fresh draws."""
-    total = np.eye(3)
-    for op in ops:
-        if op["name"] == "roi_jitter":
-            # a roi `scale` times larger, centred `shift` x side away: content shrinks by 1/scale about the new centre
-            shift = np.asarray(op["shift"]) * CROP_SIZE / op["scale"]
-            total = _about_centre(np.eye(2) / op["scale"], (-shift[0], -shift[1])) @ total
-        elif op["name"] == "rotate":
-            c, s = np.cos(np.radians(op["degrees"])), np.sin(np.radians(op["degrees"]))
-            total = _about_centre(np.array([[c, -s], [s, c]])) @ total
-        elif op["name"] == "flip":
-            total = flip_map() @ total
+    photometric entries are ignored. Replays a record's `augment` as well as fresh draws (`geometric_maps`
+    of one log)."""
+    return geometric_maps([ops])[0]
+
+
+def geometric_maps(logs: Sequence[Sequence[dict]]) -> np.ndarray:
+    """`geometric_map` of many op logs, `(n, 3, 3)`: the k-th geometric op of every log is made and applied
+    for all the logs that have one of its kind in one vectorised pass. A map is multiplied by its own ops
+    only, so it has the same bits as when made alone (a build makes the copies of a batch together)."""
+    geometric = [[op for op in log if op["name"] in _GEOMETRIC_OPS] for log in logs]
+    rows: dict[tuple[int, str], list[int]] = {}  # (position in the log, kind of op) -> the logs that have it
+    for i, ops in enumerate(geometric):
+        for step, op in enumerate(ops):
+            rows.setdefault((step, op["name"]), []).append(i)
+    total = np.tile(np.eye(3), (len(logs), 1, 1))
+    for step, name in sorted(rows, key=lambda position: position[0]):  # a step's kinds act on different logs
+        chosen = rows[step, name]
+        total[chosen] = _GEOMETRIC_OPS[name]([geometric[i][step] for i in chosen]) @ total[chosen]
     return total
+
+
+def _roi_jitter_maps(ops: Sequence[dict]) -> np.ndarray:
+    """A roi `scale` times larger, centred `shift` x side away: content shrinks by 1/scale about the new centre."""
+    scale = np.array([op["scale"] for op in ops], np.float64)
+    shift = np.array([op["shift"] for op in ops], np.float64) * CROP_SIZE / scale[:, None]
+    return _about_centre(np.eye(2) / scale[:, None, None], -shift)
+
+
+def _rotate_maps(ops: Sequence[dict]) -> np.ndarray:
+    radians = np.radians(np.array([op["degrees"] for op in ops], np.float64))
+    c, s = np.cos(radians), np.sin(radians)
+    return _about_centre(np.stack([c, -s, s, c], axis=-1).reshape(-1, 2, 2))
+
+
+def _flip_maps(ops: Sequence[dict]) -> np.ndarray:
+    return np.tile(flip_map(), (len(ops), 1, 1))
+
+
+_GEOMETRIC_OPS = {"roi_jitter": _roi_jitter_maps, "rotate": _rotate_maps, "flip": _flip_maps}
 
 
 def geometric_transform(base: BaseSample, crop_map: np.ndarray) -> CropTransform:
     """The image -> crop transform of `base.roi`'s crop followed by a crop-frame 3x3 map."""
-    roi_crop = np.vstack([CropTransform.from_roi(base.roi).matrix, [0.0, 0.0, 1.0]])
-    return CropTransform((crop_map @ roi_crop)[:2])
+    return geometric_transforms([base], crop_map[None])[0]
+
+
+def geometric_transforms(bases: Sequence[BaseSample], crop_maps: np.ndarray) -> list[CropTransform]:
+    """`geometric_transform` of each base with its map (`(n, 3, 3)`), in one vectorised pass (the same bits)."""
+    roi_crops = np.tile(np.eye(3), (len(bases), 1, 1))
+    roi_crops[:, :2] = roi_crop_matrices(np.stack([base.roi for base in bases]))
+    return [CropTransform(matrix[:2]) for matrix in crop_maps @ roi_crops]
 
 
 def flip_map() -> np.ndarray:
@@ -284,7 +318,7 @@ def augment_copies(jobs: Sequence[CopyJob], policy: AugmentPolicy) -> list[Sampl
     """
     plain = [job.copy_index == 0 and policy.include_original for job in jobs]
     geometry = [[] if original else _draw_geometry(policy, job.rng) for original, job in zip(plain, jobs)]
-    transforms = [geometric_transform(job.base, geometric_map(ops)) for job, ops in zip(jobs, geometry)]
+    transforms = geometric_transforms([job.base for job in jobs], geometric_maps(geometry))
     records = make_records([job.base for job in jobs], [job.item for job in jobs], transforms)
     out = []
     for record, ops, original, job in zip(records, geometry, plain, jobs):

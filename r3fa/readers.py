@@ -124,6 +124,17 @@ class BaseSample(SourceRead):
     fitted: bool = False
 
 
+def roi_crop_matrices(rois: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The `(n, 2, 3)` matrices of the plain crops of rois `(n, 4)` (`CropTransform.from_roi` of each; the same
+    bits whichever rois are computed together)."""
+    sx, sy, ex, ey = np.asarray(rois, np.float64).T
+    kx, ky = size / (ex - sx), size / (ey - sy)
+    matrices = np.zeros((len(kx), 2, 3))
+    matrices[:, 0, 0], matrices[:, 0, 2] = kx, -sx * kx
+    matrices[:, 1, 1], matrices[:, 1, 2] = ky, -sy * ky
+    return matrices
+
+
 @dataclass(frozen=True, eq=False)
 class CropTransform:
     """A 2x3 affine from original-image pixels to 120x120 crop pixels (a mirror when its determinant < 0)."""
@@ -133,9 +144,7 @@ class CropTransform:
     @classmethod
     def from_roi(cls, roi: np.ndarray, size: int = CROP_SIZE) -> "CropTransform":
         """The plain crop of `roi` [sx, sy, ex, ey], the pixel mapping of `r3fa.crop.crop_image`."""
-        sx, sy, ex, ey = np.asarray(roi, np.float64)
-        kx, ky = size / (ex - sx), size / (ey - sy)
-        return cls(np.array([[kx, 0.0, -sx * kx], [0.0, ky, -sy * ky]]))
+        return cls(roi_crop_matrices(np.asarray(roi, np.float64)[None], size)[0])
 
     @property
     def mirrored(self) -> bool:

@@ -31,7 +31,9 @@ from r3fa.augment import (
     copy_rng,
     flip_map,
     geometric_map,
+    geometric_maps,
     geometric_transform,
+    geometric_transforms,
 )
 from r3fa.labels import landmark_nme, landmarks_in_crop
 from r3fa.landmark_symmetry import IBUG68_FLIP, mirror_coefficients
@@ -206,3 +208,21 @@ def test_labels_are_the_same_bits_whichever_views_are_labelled_together(samples,
     reads = [read_source(item) for item, _ in samples]
     for one, many in zip([measure_sources([r])[0] for r in reads], measure_sources(reads)):
         assert one.label_nme == many.label_nme and np.array_equal(one.pose_deg, many.pose_deg)
+
+
+def test_geometry_is_the_same_bits_whichever_items_are_computed_together(samples) -> None:
+    """A build computes the source geometry (rois, image-frame affines) of a batch of sources, and the maps and
+    transforms of all their copies, in vectorised passes; each must equal the one computed alone."""
+    from r3fa.readers import load_source_files, source_reads
+
+    logs = [[], [{"name": "flip"}], [{"name": "rotate", "degrees": 20.0}, {"name": "flip"}]]
+    logs += [[{"name": "roi_jitter", "scale": 1 + k / 50, "shift": [0.01, -0.01 * k]}, {"name": "rotate", "degrees": -7.5 * k}]
+             for k in range(6)]  # fmt: skip
+    bases, all_logs = [base for _, base in samples for _ in logs], logs * len(samples)
+    together = geometric_transforms(bases, geometric_maps(all_logs))
+    for base, log, transform in zip(bases, all_logs, together):
+        np.testing.assert_array_equal(geometric_transform(base, geometric_map(log)).matrix, transform.matrix)
+    files = [load_source_files(item) for item, _ in samples]
+    for one, many in zip([source_reads([f])[0] for f in files], source_reads(files)):
+        np.testing.assert_array_equal(one.roi, many.roi)
+        np.testing.assert_array_equal(one.image_affine, many.image_affine)
