@@ -16,17 +16,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from r3fa.atomic import atomic_writer
 
 INDEX_VERSION = "v1.2"
 
 
-@dataclass(frozen=True)
-class Member:
-    """One tar member: name (`KEY.ext`), byte offset of its data and its size."""
+class Member(NamedTuple):
+    """One tar member: name (`KEY.ext`), byte offset of its data and its size (a named tuple: a shard writer
+    makes four per sample)."""
 
     name: str
     offset: int

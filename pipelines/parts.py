@@ -17,6 +17,7 @@ own intermediate files only (written and read by the same build).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,8 @@ class PartReader:
         if fh is None:
             if len(self._open) >= self.max_open:
                 self._open.pop(next(iter(self._open))).close()
-            fh = self._open[part] = open(PartFiles.of(self.out_dir, part).data, "rb")
-        fh.seek(offset)
-        data = fh.read(length)
+            fh = self._open[part] = open(PartFiles.of(self.out_dir, part).data, "rb", buffering=0)
+        data = os.pread(fh.fileno(), length, offset)
         if len(data) != length:
             raise OSError(f"{part}.bin: short read at {offset} (the part file is truncated)")
         key, tar, members, row = pickle.loads(data)

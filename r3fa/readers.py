@@ -682,8 +682,9 @@ def make_records(
     params, landmarks = crop_labels(bases, transforms)
     rois = crop_rois(np.stack([t.matrix for t in transforms]))
     reconstructed = landmarks_in_crop(_bfm68(), params, DATASET_CONVENTION)[:, :2]
-    label_nme = 100.0 * landmark_nme(reconstructed, landmarks)
+    label_nme = (100.0 * landmark_nme(reconstructed, landmarks)).tolist()
     pose_deg = pose_degrees(params).astype(np.float32)
+    landmarks = landmarks.astype(np.float32)
     return [
         SampleRecord(
             key=item.key,
@@ -693,9 +694,9 @@ def make_records(
             crop=warp_crop(base.image, transform),
             roi=rois[i],
             params=params[i],
-            landmarks=landmarks[i].astype(np.float32),
+            landmarks=landmarks[i],
             pose_deg=pose_deg[i],
-            label_nme=float(label_nme[i]),
+            label_nme=label_nme[i],
             fitted=base.fitted,
         )
         for i, (base, item, transform) in enumerate(zip(bases, items, transforms))
