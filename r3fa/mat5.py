@@ -60,6 +60,8 @@ def read_mat5(data: bytes) -> dict[str, np.ndarray] | None:
 
 
 _TAG = struct.Struct("<II")
+_DIMS2 = struct.Struct("<2i")  # a matrix's dimensions: two, for every 2-D matrix
+_DTYPES = {kind: np.dtype(storage) for kind, storage in _STORAGE.items()}
 _MATRIX_HEAD = struct.Struct("<8I")  # element tag, array flags tag and words, dimensions tag
 
 
@@ -84,13 +86,13 @@ def _matrix(data: bytes, at: int) -> tuple[str, np.ndarray]:
         raise _NotPlain
     if flag_word & _COMPLEX_FLAG or (flag_word & 0xFF) not in _NUMERIC_CLASSES:
         raise _NotPlain
-    shape = struct.unpack_from(f"<{dims_size // 4}i", data, at + 32)
+    shape = (_DIMS2 if dims_size == 8 else struct.Struct(f"<{dims_size // 4}i")).unpack_from(data, at + 32)
     _, name_at, name_size, offset = _element(data, at + 32 + dims_size + (-dims_size) % 8)
     kind, real_at, real_size, offset = _element(data, offset)
-    if kind not in _STORAGE or real_at + real_size > end or offset < end:  # another type, or more than a real part
+    dtype = _DTYPES.get(kind)
+    if dtype is None or real_at + real_size > end or offset < end:  # another type, or more than a real part
         raise _NotPlain
-    dtype = np.dtype(_STORAGE[kind])
-    if real_size != dtype.itemsize * math.prod(shape):
+    if real_size != dtype.itemsize * math.prod(shape) or min(shape) < 0:
         raise _NotPlain
-    values = np.frombuffer(data, dtype, real_size // dtype.itemsize, real_at)
-    return data[name_at : name_at + name_size].decode("ascii"), values.reshape(shape, order="F").copy()
+    values = np.ndarray(shape, dtype, buffer=data, offset=real_at, order="F")
+    return data[name_at : name_at + name_size].decode("ascii"), values.copy()
