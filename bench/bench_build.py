@@ -106,10 +106,10 @@ def stage_costs(n: int) -> dict:
     costs = {}
     for stage in ("augment", "synthesis"):
         warm_up, *chosen = [s for s in specs if s.stage == stage][: n + 1]
-        list(make_samples([[warm_up]], config))
+        make_samples([[warm_up]], config)
         start = time.perf_counter()
         for spec in chosen:
-            list(make_samples([[spec]], config))  # one record: its own decode and label
+            make_samples([[spec]], config)  # one record: its own decode and label
         costs[stage] = round(1000 * (time.perf_counter() - start) / len(chosen), 1)
     return costs
 

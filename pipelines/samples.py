@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from json.encoder import encode_basestring_ascii as _json_str
@@ -215,11 +215,11 @@ def encode_record(record: SampleRecord, spec: SampleSpec, config: MixConfig) -> 
 
 def make_samples(
     groups: Sequence[Sequence[SampleSpec]], config: MixConfig
-) -> Iterator[tuple[SampleSpec, EncodedSample | Rejection]]:
+) -> list[tuple[SampleSpec, EncodedSample | Rejection]]:
     """Make the candidates of source items, each group the candidates of one item (in plan order), every item
     decoded once, the labels of all the items and of all their copies each computed in one pass.
 
-    Yields:
+    Returns:
         (candidate, its encoded sample or its rejection; a rejection's `key` and `source` are the
         candidate's), in the order of `groups`.
     """
@@ -227,13 +227,18 @@ def make_samples(
     with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
         bases = ingest([group[0] for group in groups], config)
         copies = make_copies(groups, bases, config)
-    for group, base in zip(groups, bases):
-        for spec in group:
-            with np.errstate(all="ignore"):
-                if isinstance(base, Rejection):
-                    made = base
-                else:
-                    made = copies[spec.key] if spec.key in copies else make_record(spec, base, config)
-                if isinstance(made, SampleRecord):
-                    made = encode_record(made, spec, config)
-            yield spec, replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
+        return [(spec, _finish(spec, base, copies, config)) for group, base in zip(groups, bases) for spec in group]
+
+
+def _finish(
+    spec: SampleSpec, base: BaseSample | Rejection, copies: dict[str, SampleRecord | Rejection], config: MixConfig
+) -> EncodedSample | Rejection:
+    """A candidate's encoded sample or rejection (with the candidate's key and source), from its ingested item
+    and the copies made."""
+    if isinstance(base, Rejection):
+        made = base
+    else:
+        made = copies[spec.key] if spec.key in copies else make_record(spec, base, config)
+    if isinstance(made, SampleRecord):
+        made = encode_record(made, spec, config)
+    return replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made

@@ -454,9 +454,10 @@ def _annotation_landmarks(item: SourceItem, pt3d_68: np.ndarray | None, pt2d: np
         landmarks = read_landmarks_file(item.landmark_path)
     else:
         raise BadInputError(item.annotation_path, "no 68 landmarks (pt3d_68, a 68-point pt2d or a landmark file)")
-    if np.ptp(landmarks[0]) <= 0 or np.ptp(landmarks[1]) <= 0:
+    landmarks = np.asarray(landmarks, np.float64)
+    if (np.ptp(landmarks[:2], axis=1) <= 0).any():
         raise BadInputError(item.annotation_path, "degenerate landmarks (empty box)")
-    return np.asarray(landmarks, np.float64)
+    return landmarks
 
 
 def label_landmarks(
