@@ -23,11 +23,13 @@ No reader for the official 120x120 benchmark crops lives here: the dataset build
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 
 import cv2
@@ -224,8 +226,9 @@ def group_files(
     folder: str | Path, recursive: bool = False, exclude: Callable[[Path], bool] | None = None
 ) -> Iterator[FileGroup]:
     """The one file listing of the dataset builder and the audit: every image and `.mat` under `folder`,
-    grouped by (folder, stem), sorted by stem path. The folder is listed at the first `next`; the groups are
-    made as they are asked for (a source cut at `limit` pays for the groups it uses, not for the folder).
+    grouped by (folder, stem), sorted by stem path. The names are listed and sorted at the first `next` (one
+    folder's in C: `str.rpartition` and a sort of tuples); a group's files are looked at when the group is
+    asked for (a source cut at `limit` pays for the groups it uses, not for the folder).
 
     Suffixes are matched case-insensitively (`image1.JPG` pairs with `image1.Mat`). A dangling symlink is
     listed (reading it gives the rejection); folders are not.
@@ -235,33 +238,53 @@ def group_files(
         recursive: also look in sub-folders (the audit); the builder's sources list one folder each.
         exclude: files for which this returns True are not listed (300W-LP's side landmark files).
     """
-    found: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}  # stem path parts -> image, annotation names
-    for directory, parts, name in _listed_files(Path(folder), recursive):
-        dot = name.rfind(".")  # pathlib's suffix rule
-        stem, suffix = (name[:dot], name[dot:].lower()) if 0 < dot < len(name) - 1 else (name, "")
-        if suffix not in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX) or (exclude and exclude(directory / name)):
-            continue
-        images, annotations = found.setdefault((*parts, stem), ([], []))
-        (annotations if suffix == ANNOTATION_SUFFIX else images).append(name)
-    for key in sorted(found):  # the order of the stems' Paths (parts order), without Path objects per file
-        directory, (images, annotations) = Path(*key[:-1]), found[key]
-        yield FileGroup(directory / key[-1], tuple(directory / n for n in sorted(images)),
-                        tuple(directory / n for n in sorted(annotations)))  # fmt: skip
+    folder = Path(folder)
+    listed = _sorted_files_under(folder) if recursive else _sorted_files_in(folder)
+    for stem_path, files in itertools.groupby(listed, key=itemgetter(0)):
+        images, annotations = [], []
+        for _, name, directory, entry in files:
+            suffix = _listed_suffix(name)
+            if suffix is None or (entry is not None and _is_dir(entry, directory)):
+                continue
+            if not (exclude and exclude(directory / name)):
+                (annotations if suffix == ANNOTATION_SUFFIX else images).append(name)
+        if images or annotations:
+            directory = Path(*stem_path[:-1])
+            yield FileGroup(directory / stem_path[-1], tuple(directory / n for n in sorted(images)),
+                            tuple(directory / n for n in sorted(annotations)))  # fmt: skip
 
 
-def _listed_files(folder: Path, recursive: bool) -> Iterator[tuple[Path, tuple[str, ...], str]]:
-    """(folder, its path parts, name) of each entry under `folder` that is not a folder (symlinks followed, a
-    dangling one kept; recursively, only image and annotation names are looked at). One folder is read with
-    `os.scandir`, whose entries answer `is_dir` without a stat."""
-    if recursive:
-        listed = (p for p in folder.rglob("*") if p.suffix.lower() in (*IMAGE_SUFFIXES, ANNOTATION_SUFFIX))
-        yield from ((p.parent, p.parent.parts, p.name) for p in listed if not p.is_dir())
-        return
+_LISTED_SUFFIXES = frozenset((*IMAGE_SUFFIXES, ANNOTATION_SUFFIX))
+
+
+def _listed_suffix(name: str) -> str | None:
+    """The lower-case suffix of a file `group_files` lists (pathlib's rule: not a leading or trailing dot), or None."""
+    stem, dot, suffix = name.rpartition(".")
+    suffix = f".{suffix.lower()}"
+    return suffix if stem and dot and suffix in _LISTED_SUFFIXES else None
+
+
+FileEntry = tuple[tuple[str, ...], str, Path, "os.DirEntry | None"]  # (stem path parts, name, folder, entry)
+
+
+def _sorted_files_in(folder: Path) -> Iterator[FileEntry]:
+    """The entries of one folder sorted by (stem, name), folders not yet dropped (`group_files` asks each entry
+    it uses). The sort compares strings `stem + NUL + suffix` (NUL sorts first, so a stem sorts before the
+    longer stems it begins; names are unique, so the entries themselves are never compared); a stem path is
+    made only for the entries that are used."""
+    with os.scandir(folder) as scanned:
+        entries = list(scanned)
+    names = [entry.name for entry in entries]
+    keys = [f"{stem}\0{suffix}" for stem, _, suffix in map(str.rpartition, names, itertools.repeat("."))]
     parts = folder.parts
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if not _is_dir(entry, folder):
-                yield folder, parts, entry.name
+    return (((*parts, name.rpartition(".")[0]), name, folder, entry) for _, name, entry in sorted(zip(keys, names, entries)))
+
+
+def _sorted_files_under(folder: Path) -> list[FileEntry]:
+    """The image and annotation files under `folder` and its sub-folders (symlinks followed, a dangling one
+    kept), sorted by (stem path, name)."""
+    listed = (p for p in folder.rglob("*") if _listed_suffix(p.name) and not p.is_dir())
+    return sorted(((*p.parent.parts, p.name.rpartition(".")[0]), p.name, p.parent, None) for p in listed)
 
 
 def _is_dir(entry: os.DirEntry, folder: Path) -> bool:
