@@ -36,8 +36,9 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"  # what `tarfile.open` uses on this platform's file names
 _HEAD = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
 _TAIL = b"00000000000\0" + b"        " + b"0" + b"\0" * 100 + b"ustar\x0000"  # then names, devices, prefix: NULs
-_CHECKSUM_AT = 148  # the 8-byte checksum field, counted as spaces while summing
+_SIZE_AT, _CHECKSUM_AT = 124, 148  # the 12-byte size field; the 8-byte checksum, counted as spaces while summing
 _FIXED_SUM = sum(_HEAD) + sum(_TAIL)  # the header's checksum is this plus the byte sums of the name and size
+_BLANK = (b"\0" * 100 + _HEAD + b"\0" * 12 + _TAIL).ljust(HEADER_SIZE, b"\0")  # name, size, checksum to fill in
 
 
 def tar_header(name: str, size: int) -> bytes:
@@ -47,9 +48,11 @@ def tar_header(name: str, size: int) -> bytes:
     if len(encoded) > 100 or size >= 8**11:
         return _tar_info(name, size).tobuf(tarfile.USTAR_FORMAT, _ENCODING, _ERRORS)
     size_field = b"%011o\0" % size
-    block = encoded.ljust(100, b"\0") + _HEAD + size_field + _TAIL
-    checksum = _FIXED_SUM + sum(encoded) + sum(size_field)
-    return (block[:_CHECKSUM_AT] + b"%06o\0" % checksum + block[_CHECKSUM_AT + 7 :]).ljust(HEADER_SIZE, b"\0")
+    header = bytearray(_BLANK)
+    header[: len(encoded)] = encoded
+    header[_SIZE_AT : _SIZE_AT + 12] = size_field
+    header[_CHECKSUM_AT : _CHECKSUM_AT + 7] = b"%06o\0" % (_FIXED_SUM + sum(encoded) + sum(size_field))
+    return bytes(header)
 
 
 @dataclass(frozen=True)
