@@ -31,9 +31,9 @@ from pipelines.plan import SampleSpec
 from pipelines.tables import augment_json, canonical_json, sample_row
 from pipelines.writer import SampleTar, sample_tar
 from r3fa.augment import CopyJob, augment_copies, augment_sample, copy_rng
-from r3fa.io import Annotation, read_annotation
+from r3fa.io import Annotation
 from r3fa.readers import (BaseSample, SourceFiles, SourceRead, load_source_files, load_source_sample,
-                          measure_sources, source_reads)
+                          measure_sources, read_labels, source_reads)
 from r3fa.records import Rejection, SampleRecord, rejection_of
 from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
 
@@ -99,31 +99,34 @@ def ingest(specs: Sequence[SampleSpec], config: MixConfig) -> list[BaseSample | 
     vectorised pass. An item that cannot be read is its rejection (stage "ingest"); if a pass fails, it is
     done again one item at a time, so a failure is the rejection of the item that caused it only.
 
-    The annotations are all read before the images are decoded: parsing small `.mat` files between decodes of
-    600 KB images ran ~10 % slower (caches). An annotation that fails here is read again after its image,
-    so an item with a bad image and a bad annotation is still rejected for its image."""
-    annotations = [_annotation(spec) for spec in specs]
-    loaded = [_load(spec, config, annotation) for spec, annotation in zip(specs, annotations)]
+    The annotations and landmarks are all read before the images are decoded (`r3fa.readers.read_labels`):
+    parsing small `.mat` files between decodes of 600 KB images ran ~10 % slower (caches). Labels that fail
+    here are read again after their image, so an item with a bad image and a bad annotation is still
+    rejected for its image."""
+    labels = [_labels(spec) for spec in specs]
+    loaded = [_load(spec, config, item_labels) for spec, item_labels in zip(specs, labels)]
     reads = _in_one_pass(specs, loaded, SourceFiles, partial(source_reads, refit=config.refit))
     return _in_one_pass(specs, reads, SourceRead, measure_sources)
 
 
-def _annotation(spec: SampleSpec) -> Annotation | None:
-    """The item's annotation, or None (no annotation, or one that cannot be read: `_load` finds out why)."""
+def _labels(spec: SampleSpec) -> tuple[Annotation, np.ndarray] | None:
+    """The item's `read_labels`, or None (no annotation, or labels that cannot be read: `_load` finds out why)."""
     if not spec.item.has_label:
         return None
     try:
-        return read_annotation(spec.item.annotation_path)
+        return read_labels(spec.item)
     except Exception:  # read again, after its image, in `_load`
         return None
 
 
-def _load(spec: SampleSpec, config: MixConfig, annotation: Annotation | None) -> SourceFiles | BaseSample | Rejection:
+def _load(
+    spec: SampleSpec, config: MixConfig, labels: tuple[Annotation, np.ndarray] | None
+) -> SourceFiles | BaseSample | Rejection:
     item = spec.item
     try:
         if not item.has_label and item.landmark_style:
             return load_source_sample(item, max_image_pixels=config.max_image_pixels)  # fitted to its landmarks
-        return load_source_files(item, max_image_pixels=config.max_image_pixels, annotation=annotation)
+        return load_source_files(item, max_image_pixels=config.max_image_pixels, labels=labels)
     except Exception as err:  # any failure of one input is its rejection
         return _ingest_rejection(spec, err)
 
@@ -199,10 +202,13 @@ def check_label(record: SampleRecord, spec: SampleSpec, max_label_nme: float) ->
     return record
 
 
-def encode_record(record: SampleRecord, spec: SampleSpec, config: MixConfig) -> EncodedSample | Rejection:
-    """The record's tar members and Parquet row, or its rejection (stage "encode")."""
+def encode_record(
+    record: SampleRecord, spec: SampleSpec, config: MixConfig, jpeg: bytes | None = None
+) -> EncodedSample | Rejection:
+    """The record's tar members and Parquet row, or its rejection (stage "encode"); `jpeg`: its crop already
+    encoded (`encode_jpeg` at the config's quality), default encode it here."""
     try:
-        jpeg = encode_jpeg(record.crop, config.jpeg_quality)
+        jpeg = jpeg or encode_jpeg(record.crop, config.jpeg_quality)
         augment = augment_json(record)
         members = sample_members(record, spec.split, jpeg, augment)
         tar = sample_tar(spec.key, members)
@@ -217,7 +223,9 @@ def make_samples(
     groups: Sequence[Sequence[SampleSpec]], config: MixConfig
 ) -> list[tuple[SampleSpec, EncodedSample | Rejection]]:
     """Make the candidates of source items, each group the candidates of one item (in plan order), every item
-    decoded once, the labels of all the items and of all their copies each computed in one pass.
+    decoded once, the labels of all the items and of all their copies each computed in one pass, then all
+    the crops JPEG-encoded before the rest of each sample is written out (codec calls in a row, Python in a
+    row: interleaved, each ran slower, caches).
 
     Returns:
         (candidate, its encoded sample or its rejection; a rejection's `key` and `source` are the
@@ -227,18 +235,36 @@ def make_samples(
     with np.errstate(all="ignore"):  # hostile values overflow silently; the label check refuses what is not finite
         bases = ingest([group[0] for group in groups], config)
         copies = make_copies(groups, bases, config)
-        return [(spec, _finish(spec, base, copies, config)) for group, base in zip(groups, bases) for spec in group]
+        made = [(spec, _made(spec, base, copies, config)) for group, base in zip(groups, bases) for spec in group]
+        jpegs = [_jpeg(record, config) for _, record in made]
+        return [(spec, _encoded(spec, record, jpeg, config)) for (spec, record), jpeg in zip(made, jpegs)]
 
 
-def _finish(
+def _made(
     spec: SampleSpec, base: BaseSample | Rejection, copies: dict[str, SampleRecord | Rejection], config: MixConfig
-) -> EncodedSample | Rejection:
-    """A candidate's encoded sample or rejection (with the candidate's key and source), from its ingested item
-    and the copies made."""
+) -> SampleRecord | Rejection:
+    """A candidate's record or rejection, from its ingested item and the copies made."""
     if isinstance(base, Rejection):
-        made = base
-    else:
-        made = copies[spec.key] if spec.key in copies else make_record(spec, base, config)
-    if isinstance(made, SampleRecord):
-        made = encode_record(made, spec, config)
+        return base
+    return copies[spec.key] if spec.key in copies else make_record(spec, base, config)
+
+
+def _jpeg(record: SampleRecord | Rejection, config: MixConfig) -> bytes | Exception | None:
+    """A record's JPEG crop, or why it cannot be encoded; None for a rejection."""
+    if not isinstance(record, SampleRecord):
+        return None
+    try:
+        return encode_jpeg(record.crop, config.jpeg_quality)
+    except Exception as err:  # the sample's rejection, in `_encoded`
+        return err
+
+
+def _encoded(
+    spec: SampleSpec, made: SampleRecord | Rejection, jpeg: bytes | Exception | None, config: MixConfig
+) -> EncodedSample | Rejection:
+    """A candidate's encoded sample, or its rejection with the candidate's key and source."""
+    if isinstance(jpeg, Exception):
+        made = rejection_of(jpeg, spec.item.image_path, "encode")
+    elif isinstance(made, SampleRecord):
+        made = encode_record(made, spec, config, jpeg)
     return replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made

@@ -518,7 +518,6 @@ def read_source(
     refit: bool = False,
     model: MorphableModel | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
-    annotation: Annotation | None = None,
 ) -> SourceRead:
     """Read a source item with a 3DMM annotation: its decoded image, landmarks, roi and label
     (`load_source_files`, then `source_reads`).
@@ -533,14 +532,12 @@ def read_source(
             (`r3fa.labels.refit_coefficients`); default keep the annotation's truncated coefficients.
         model: the 68-point model for the refit; default `load_model("bfm68")`.
         max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
-        annotation: the item's annotation, already read (`r3fa.io.read_annotation`); default read it here,
-            after the image (so a bad image is reported before a bad annotation).
 
     Raises:
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
         ValueError: the item has no 3DMM label.
     """
-    files = load_source_files(item, max_image_pixels=max_image_pixels, annotation=annotation)
+    files = load_source_files(item, max_image_pixels=max_image_pixels)
     return source_reads([files], refit=refit, model=model)[0]
 
 
@@ -560,9 +557,18 @@ class SourceFiles:
 
 
 def load_source_files(
-    item: SourceItem, *, max_image_pixels: int = MAX_IMAGE_PIXELS, annotation: Annotation | None = None
+    item: SourceItem,
+    *,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    labels: tuple[Annotation, np.ndarray] | None = None,
 ) -> SourceFiles:
     """The files of a source item with a 3DMM annotation, read and checked (`read_source`'s reading part).
+
+    Args:
+        item: a source item with an annotation (`item.has_label`).
+        max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
+        labels: the item's `read_labels`, already read; default read them here, after the image (so a bad
+            image is reported before a bad annotation).
 
     Raises:
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
@@ -571,8 +577,19 @@ def load_source_files(
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
     image = read_image(item.image_path, max_image_pixels)
-    annotation = annotation or read_annotation(item.annotation_path)
-    return SourceFiles(image, annotation, _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d))
+    annotation, landmarks = labels or read_labels(item)
+    return SourceFiles(image, annotation, landmarks)
+
+
+def read_labels(item: SourceItem) -> tuple[Annotation, np.ndarray]:
+    """A labelled item's annotation and its 68 image-frame landmarks (`(2, 68)`: `pt3d_68[:2]`, else a
+    68-point `pt2d`, else the landmark file), read and checked.
+
+    Raises:
+        BadInputError: an unreadable or invalid annotation or landmark file (path and reason).
+    """
+    annotation = read_annotation(item.annotation_path)
+    return annotation, _annotation_landmarks(item, annotation.pt3d_68, annotation.pt2d)
 
 
 def source_reads(
@@ -709,13 +726,14 @@ def make_records(
     label_nme = (100.0 * landmark_nme(reconstructed, landmarks)).tolist()
     pose_deg = pose_degrees(params).astype(np.float32)
     landmarks = landmarks.astype(np.float32)
+    crops = [warp_crop(base.image, transform) for base, transform in zip(bases, transforms)]
     return [
         SampleRecord(
             key=item.key,
             source=item.source,
             subject_id=item.subject_id,
             image_path=item.image_path,
-            crop=warp_crop(base.image, transform),
+            crop=crops[i],
             roi=rois[i],
             params=params[i],
             landmarks=landmarks[i],
@@ -723,5 +741,5 @@ def make_records(
             label_nme=label_nme[i],
             fitted=base.fitted,
         )
-        for i, (base, item, transform) in enumerate(zip(bases, items, transforms))
+        for i, (base, item) in enumerate(zip(bases, items))
     ]
