@@ -27,7 +27,7 @@ _SCALARS = {"string": pa.string(), "bool": pa.bool_(), "int64": pa.int64(), "flo
 _FIXED_LIST = re.compile(r"fixed_size_list<(\w+)>\[(\d+)\]")
 # Parquet writer options of every table: zstd, no dictionary encoding (the string columns are mostly unique
 # keys, paths and hashes; trying a dictionary first made a 128-row shard's file 39 % larger and its write 2.8x
-# slower, `bench/bench_build.py`)
+# slower: docs/benchmarks.md, issue 15)
 _PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 
 

@@ -227,8 +227,8 @@ def group_files(
 ) -> Iterator[FileGroup]:
     """The one file listing of the dataset builder and the audit: every image and `.mat` under `folder`,
     grouped by (folder, stem), sorted by stem path. The names are listed and sorted at the first `next` (one
-    folder's in C: `str.rpartition` and a sort of tuples); a group's files are looked at when the group is
-    asked for (a source cut at `limit` pays for the groups it uses, not for the folder).
+    folder's mostly in C, `_sorted_files_in`); a group's files are looked at when the group is asked for (a
+    source cut at `limit` pays for the groups it uses, not for the whole folder's).
 
     Suffixes are matched case-insensitively (`image1.JPG` pairs with `image1.Mat`). A dangling symlink is
     listed (reading it gives the rejection); folders are not.
