@@ -124,10 +124,10 @@ def read_annotation(path: str | Path) -> Annotation:
         raise BadInputError(path, f"bad shape pt3d_68 {pt3d.shape}")
     if pt2d is not None and (pt2d.ndim != 2 or pt2d.shape[0] != 2):
         raise BadInputError(path, f"bad shape pt2d {pt2d.shape}")
-    checks = {name: value for name, value in {**fields, "pt3d_68": pt3d, "pt2d": pt2d}.items() if value is not None}
-    if not np.isfinite(np.concatenate([value.reshape(-1) for value in checks.values()])).all():  # one pass: ~10 us less
-        name = next(name for name, value in checks.items() if not np.isfinite(value).all())
-        raise BadInputError(path, f"non-finite values in {name}")
+    checks = {**fields, "pt3d_68": pt3d, "pt2d": pt2d}
+    for name, value in checks.items():
+        if value is not None and not np.isfinite(value).all():
+            raise BadInputError(path, f"non-finite values in {name}")
     return Annotation(fields["Pose_Para"], fields["Shape_Para"], fields["Exp_Para"], pt3d, pt2d)
 
 
