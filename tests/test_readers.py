@@ -3,6 +3,7 @@ corrupt inputs, and the plain crop record against the core crop and label functi
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from scipy.io import loadmat, savemat
 
 from r3fa.crop import crop_image, image_to_crop
-from r3fa.io import BadInputError
+from r3fa.io import BadInputError, read_annotation, read_image, read_regular_file
 from r3fa.labels import crop_frame_params
 from r3fa.readers import (
     CropTransform,
@@ -183,3 +184,25 @@ def test_discovery_pairs_suffixes_in_any_case_and_reports_every_other_file(tmp_p
         rejected = [(Path(r.path).name, r.reason, r.stage) for r in inputs if isinstance(r, Rejection)]
         assert rejected == [("image00005.mat", "missing image", "discover")]
     assert [i.key for i in iter_aflw2000(tmp_path)] == [f"aflw2000_3d_image0000{n}" for n in (2, 4, 6, 8)]
+
+
+def test_only_a_regular_file_is_read(tmp_path: Path) -> None:
+    """The readers open a file once, without blocking, and read it only if it is a regular file: a FIFO, a
+    folder, a dangling symlink, a symlink loop and nothing at all are each "missing", and nothing blocks."""
+    regular = tmp_path / "big.jpg"
+    regular.write_bytes(bytes(range(256)) * 300)
+    assert read_regular_file(regular) == bytes(range(256)) * 300
+    os.mkfifo(tmp_path / "fifo.mat")
+    (tmp_path / "folder.mat").mkdir()
+    (tmp_path / "dangling.mat").symlink_to(tmp_path / "nowhere.mat")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    for name in ("fifo.mat", "folder.mat", "dangling.mat", "loop.jpg", "absent.mat"):
+        assert read_regular_file(tmp_path / name) is None, name
+    for name, reason in (("fifo.mat", "missing annotation"), ("folder.mat", "missing annotation"),
+                         ("dangling.mat", "missing annotation (dangling symlink)")):  # fmt: skip
+        with pytest.raises(BadInputError) as caught:
+            read_annotation(tmp_path / name)
+        assert caught.value.reason == reason, name
+    with pytest.raises(BadInputError) as caught:
+        read_image(tmp_path / "loop.jpg")
+    assert caught.value.reason == "missing image (dangling symlink)"
