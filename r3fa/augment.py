@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from r3fa.crop import CROP_SIZE
 from r3fa.readers import BaseSample, CropTransform, SourceItem, make_records, roi_crop_matrices
 from r3fa.records import SampleRecord
+from r3fa.seeding import default_rngs
 
 _CENTRE = (CROP_SIZE - 1) / 2.0  # centre of the crop's pixel grid: a flip about it is cv2.flip
 
@@ -135,6 +136,13 @@ def copy_rng(seed: int, key: str, copy_index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _hash64(key), copy_index])
 
 
+def copy_rngs(seed: int, copies: Sequence[tuple[str, int]]) -> list[np.random.Generator]:
+    """`copy_rng` of many copies, each (item key, copy index): the same generators, seeded together
+    (`r3fa.seeding.default_rngs`, a quarter of the cost; a build seeds a batch's copies at once)."""
+    hashes = {key: _hash64(key) for key, _ in copies}
+    return default_rngs([(seed, hashes[key], copy_index) for key, copy_index in copies])
+
+
 # ----------------------------------------------------------------------------- geometric ops
 def _about_centre(linear: np.ndarray, offset: np.ndarray | tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Crop-frame maps x -> linear (x - c) + c + offset, c the crop centre: `(..., 3, 3)` of `linear`
@@ -206,13 +214,14 @@ _GEOMETRIC_OPS = {"roi_jitter": _roi_jitter_maps, "rotate": _rotate_maps, "flip"
 
 def geometric_transform(base: BaseSample, crop_map: np.ndarray) -> CropTransform:
     """The image -> crop transform of `base.roi`'s crop followed by a crop-frame 3x3 map."""
-    return geometric_transforms([base], crop_map[None])[0]
+    return geometric_transforms(base.roi[None], crop_map[None])[0]
 
 
-def geometric_transforms(bases: Sequence[BaseSample], crop_maps: np.ndarray) -> list[CropTransform]:
-    """`geometric_transform` of each base with its map (`(n, 3, 3)`), in one vectorised pass (the same bits)."""
-    roi_crops = np.tile(np.eye(3), (len(bases), 1, 1))
-    roi_crops[:, :2] = roi_crop_matrices(np.stack([base.roi for base in bases]))
+def geometric_transforms(rois: np.ndarray, crop_maps: np.ndarray) -> list[CropTransform]:
+    """The transforms of the crops of rois `(n, 4)` each followed by its map (`(n, 3, 3)`), in one vectorised
+    pass (the same bits as `geometric_transform` of each)."""
+    roi_crops = np.tile(np.eye(3), (len(rois), 1, 1))
+    roi_crops[:, :2] = roi_crop_matrices(rois)
     return [CropTransform(matrix[:2]) for matrix in crop_maps @ roi_crops]
 
 
@@ -284,13 +293,36 @@ def _photometric(crop: np.ndarray, policy: AugmentPolicy, rng: np.random.Generat
 
 
 # ----------------------------------------------------------------------------- augmented copies
+class CopyGeometry(NamedTuple):
+    """A copy's geometric ops, drawn from its generator (`draw_geometry`), and its image -> crop transform."""
+
+    ops: list[dict]
+    transform: CropTransform
+
+
+def draw_geometry(
+    rngs: Sequence[np.random.Generator], copy_indices: Sequence[int], rois: np.ndarray, policy: AugmentPolicy
+) -> list[CopyGeometry]:
+    """The geometry of copies: each copy's geometric ops, the first draws of its generator (none for copy 0
+    when `policy.include_original`), and its transform from the roi of its source (`rois` `(n, 4)`), all
+    transforms in one vectorised pass. Needs no pixels: a build draws a batch's copies before decoding its
+    images, so that each image is cut into its copies as soon as it is decoded."""
+    logs = [[] if index == 0 and policy.include_original else _draw_geometry(policy, rng)
+            for rng, index in zip(rngs, copy_indices)]  # fmt: skip
+    return [CopyGeometry(ops, transform) for ops, transform in zip(logs, geometric_transforms(rois, geometric_maps(logs)))]
+
+
 class CopyJob(NamedTuple):
-    """One augmented copy to make: of `base` (item `item`), drawn from `rng`, numbered `copy_index`."""
+    """One augmented copy to make: of `base` (item `item`), drawn from `rng`, numbered `copy_index`; `geometry`
+    and `crop`: its geometry already drawn from `rng` and its crop already cut (`draw_geometry`, `warp_crop`),
+    default draw and cut them here."""
 
     base: BaseSample
     item: SourceItem
     rng: np.random.Generator
     copy_index: int
+    geometry: CopyGeometry | None = None
+    crop: np.ndarray | None = None
 
 
 def augment_sample(
@@ -316,13 +348,19 @@ def augment_copies(jobs: Sequence[CopyJob], policy: AugmentPolicy) -> list[Sampl
         ops with their parameters in `augment`, and `label_nme` measured against the transformed annotation
         landmarks.
     """
-    plain = [job.copy_index == 0 and policy.include_original for job in jobs]
-    geometry = [[] if original else _draw_geometry(policy, job.rng) for original, job in zip(plain, jobs)]
-    transforms = geometric_transforms([job.base for job in jobs], geometric_maps(geometry))
-    records = make_records([job.base for job in jobs], [job.item for job in jobs], transforms)
+    geometry = [job.geometry for job in jobs]
+    undrawn = [i for i, drawn in enumerate(geometry) if drawn is None]
+    if undrawn:
+        fresh = draw_geometry([jobs[i].rng for i in undrawn], [jobs[i].copy_index for i in undrawn],
+                              np.stack([jobs[i].base.roi for i in undrawn]), policy)  # fmt: skip
+        for i, drawn in zip(undrawn, fresh):
+            geometry[i] = drawn
+    records = make_records([job.base for job in jobs], [job.item for job in jobs],
+                           [drawn.transform for drawn in geometry], [job.crop for job in jobs])  # fmt: skip
     out = []
-    for record, ops, original, job in zip(records, geometry, plain, jobs):
+    for record, drawn, job in zip(records, geometry, jobs):
+        original = job.copy_index == 0 and policy.include_original
         crop, photometric = (record.crop, []) if original else _photometric(record.crop, policy, job.rng)
         key = f"{job.item.key}_a{job.copy_index}"
-        out.append(record.derived(key=key, parent_key=job.item.key, crop=crop, augment=tuple(ops + photometric)))
+        out.append(record.derived(key=key, parent_key=job.item.key, crop=crop, augment=tuple(drawn.ops + photometric)))
     return out

@@ -705,7 +705,10 @@ def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | N
 
 
 def make_records(
-    bases: Sequence[BaseSample], items: Sequence[SourceItem], transforms: Sequence[CropTransform]
+    bases: Sequence[BaseSample],
+    items: Sequence[SourceItem],
+    transforms: Sequence[CropTransform],
+    crops: Sequence[np.ndarray | None] | None = None,
 ) -> list[SampleRecord]:
     """120x120 training records of `k` views: base sample `bases[i]` of item `items[i]` through image -> crop
     transform `transforms[i]`; the labels of all of them are computed in one vectorised pass (`crop_labels`).
@@ -714,6 +717,8 @@ def make_records(
         bases: the samples in their image frame (`load_source_sample`), one per view (repeated for copies).
         items: where each came from (key, source, subject, image path).
         transforms: image -> crop affines.
+        crops: the crops already cut (`warp_crop` of the base's image through the transform), None where not;
+            default cut them all here.
 
     Returns:
         The records: crop, crop-frame label and landmarks, pose in degrees, and `label_nme` (percent) of the
@@ -726,7 +731,8 @@ def make_records(
     label_nme = (100.0 * landmark_nme(reconstructed, landmarks)).tolist()
     pose_deg = pose_degrees(params).astype(np.float32)
     landmarks = landmarks.astype(np.float32)
-    crops = [warp_crop(base.image, transform) for base, transform in zip(bases, transforms)]
+    crops = [warp_crop(base.image, transform) if crop is None else crop
+             for base, transform, crop in zip(bases, transforms, crops or [None] * len(bases))]  # fmt: skip
     return [
         SampleRecord(
             key=item.key,

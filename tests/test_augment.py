@@ -25,10 +25,13 @@ from r3fa.augment import (
     NoiseOp,
     OcclusionOp,
     RoiJitterOp,
+    CopyJob,
     RotateOp,
+    augment_copies,
     augment_sample,
     copies_for,
     copy_rng,
+    draw_geometry,
     flip_map,
     geometric_map,
     geometric_maps,
@@ -37,7 +40,7 @@ from r3fa.augment import (
 )
 from r3fa.labels import landmark_nme, landmarks_in_crop
 from r3fa.landmark_symmetry import IBUG68_FLIP, mirror_coefficients
-from r3fa.readers import CropTransform, iter_aflw2000, label_landmarks, load_source_sample, make_record
+from r3fa.readers import CropTransform, iter_aflw2000, label_landmarks, load_source_sample, make_record, warp_crop
 from r3fa.records import DATASET_CONVENTION
 
 OP_NAMES = ("flip", "rotate", "roi_jitter", "color", "occlusion", "blur", "noise", "jpeg")
@@ -219,10 +222,27 @@ def test_geometry_is_the_same_bits_whichever_items_are_computed_together(samples
     logs += [[{"name": "roi_jitter", "scale": 1 + k / 50, "shift": [0.01, -0.01 * k]}, {"name": "rotate", "degrees": -7.5 * k}]
              for k in range(6)]  # fmt: skip
     bases, all_logs = [base for _, base in samples for _ in logs], logs * len(samples)
-    together = geometric_transforms(bases, geometric_maps(all_logs))
+    together = geometric_transforms(np.stack([base.roi for base in bases]), geometric_maps(all_logs))
     for base, log, transform in zip(bases, all_logs, together):
         np.testing.assert_array_equal(geometric_transform(base, geometric_map(log)).matrix, transform.matrix)
     files = [load_source_files(item) for item, _ in samples]
     for one, many in zip([source_reads([f])[0] for f in files], source_reads(files)):
         np.testing.assert_array_equal(one.roi, many.roi)
         np.testing.assert_array_equal(one.image_affine, many.image_affine)
+
+
+def test_a_copy_cut_before_it_is_made_is_the_same_copy(samples) -> None:
+    """A build draws a copy's geometry and cuts its crop right after the decode (`draw_geometry`, then
+    `warp_crop`), then makes the copy from them; the record must be the one `augment_copies` makes alone."""
+    policy = AugmentPolicy()
+    jobs = [CopyJob(base, item, copy_rng(7, item.key, index), index) for item, base in samples[:4] for index in range(4)]
+    rngs = [copy_rng(7, job.item.key, job.copy_index) for job in jobs]
+    drawn = draw_geometry(rngs, [job.copy_index for job in jobs], np.stack([job.base.roi for job in jobs]), policy)
+    cut = [job._replace(rng=rng, geometry=geometry, crop=warp_crop(job.base.image, geometry.transform))
+           for job, rng, geometry in zip(jobs, rngs, drawn)]  # fmt: skip
+    for alone, precut in zip(augment_copies(jobs, policy), augment_copies(cut, policy)):
+        assert alone.augment == precut.augment and alone.key == precut.key
+        np.testing.assert_array_equal(alone.crop, precut.crop)
+        np.testing.assert_array_equal(alone.params, precut.params)
+        np.testing.assert_array_equal(alone.landmarks, precut.landmarks)
+    assert any(job.geometry.ops for job in cut)  # some copies were turned, flipped or jittered
