@@ -120,8 +120,9 @@ def ingest(
     parsing small `.mat` files between decodes of 600 KB images ran ~10 % slower (caches). From them the
     augmented copies' geometry is drawn (`r3fa.augment.draw_geometry`: it needs no pixels), so that each
     image is cut into its copies right after its decode, while it is still in the CPU's cache (the warps of a
-    150-image build took 56 ms instead of 65 ms after the batch's other decodes). Labels that fail here are read again after their
-    image, so an item with a bad image and a bad annotation is still rejected for its image.
+    150-image build took 56 ms instead of 65 ms after the batch's other decodes). Labels that fail here are
+    read again after their image, so an item with a bad image and a bad annotation is still rejected for its
+    image.
 
     Returns:
         The items (or their rejections), and the copies cut, by candidate key.

@@ -309,7 +309,8 @@ def draw_geometry(
     images, so that each image is cut into its copies as soon as it is decoded."""
     logs = [[] if index == 0 and policy.include_original else _draw_geometry(policy, rng)
             for rng, index in zip(rngs, copy_indices)]  # fmt: skip
-    return [CopyGeometry(ops, transform) for ops, transform in zip(logs, geometric_transforms(rois, geometric_maps(logs)))]
+    transforms = geometric_transforms(rois, geometric_maps(logs))
+    return [CopyGeometry(ops, transform) for ops, transform in zip(logs, transforms)]
 
 
 class CopyJob(NamedTuple):

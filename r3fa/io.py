@@ -129,7 +129,7 @@ class Annotation:
 _REQUIRED = {"Pose_Para": 7, "Shape_Para": 199, "Exp_Para": 29}
 
 
-def _numeric(path: Path, name: str, value: object) -> np.ndarray:
+def _numeric(path: str | Path, name: str, value: object) -> np.ndarray:
     """A real float64 array of a `.mat` field, or `BadInputError("bad field type <name>")`."""
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":  # signed or unsigned integer, or floating point

@@ -48,7 +48,7 @@ class SampleRecord:
         return copy
 
 
-_RECORD_FIELDS = frozenset(field.name for field in fields(SampleRecord))
+_RECORD_FIELDS = frozenset(record_field.name for record_field in fields(SampleRecord))
 
 
 @dataclass(frozen=True)

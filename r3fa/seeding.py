@@ -80,7 +80,7 @@ def _hash_constants(init: int, mult: int, count: int) -> list[tuple[np.uint32, n
     return pairs
 
 
-_MIX_HASHES = _hash_constants(_INIT_A, _MULT_A, 4 * _POOL_WORDS)  # the first 16; more for long entropy
+_MIX_HASHES = _hash_constants(_INIT_A, _MULT_A, _POOL_WORDS**2)  # enough for entropy of up to 4 words
 _STATE_HASHES = _hash_constants(_INIT_B, _MULT_B, _STATE_WORDS)
 
 
@@ -98,8 +98,9 @@ def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _mix_entropy(entropy: np.ndarray) -> list[np.ndarray]:
     """The four pool words (columns) of `SeedSequence.mix_entropy` of rows of entropy words `(n, length)`."""
     length = entropy.shape[1]
-    hashes = iter(_MIX_HASHES if length <= _POOL_WORDS else
-                  _hash_constants(_INIT_A, _MULT_A, 4 * _POOL_WORDS + _POOL_WORDS * (length - _POOL_WORDS)))  # fmt: skip
+    # hashes taken below: one per pool word, one per ordered pair of pool words, a pool's worth per extra word
+    count = _POOL_WORDS**2 + _POOL_WORDS * max(0, length - _POOL_WORDS)
+    hashes = iter(_MIX_HASHES if count == len(_MIX_HASHES) else _hash_constants(_INIT_A, _MULT_A, count))
     zeros = np.zeros(len(entropy), np.uint32)
     # the entropy up to the pool's size (the pool's rest hashed from zeros)
     pool = [_hashed(entropy[:, i] if i < length else zeros, next(hashes)) for i in range(_POOL_WORDS)]

@@ -235,7 +235,8 @@ def test_a_copy_cut_before_it_is_made_is_the_same_copy(samples) -> None:
     """A build draws a copy's geometry and cuts its crop right after the decode (`draw_geometry`, then
     `warp_crop`), then makes the copy from them; the record must be the one `augment_copies` makes alone."""
     policy = AugmentPolicy()
-    jobs = [CopyJob(base, item, copy_rng(7, item.key, index), index) for item, base in samples[:4] for index in range(4)]
+    jobs = [CopyJob(base, item, copy_rng(7, item.key, index), index)
+            for item, base in samples[:4] for index in range(4)]  # fmt: skip
     rngs = [copy_rng(7, job.item.key, job.copy_index) for job in jobs]
     drawn = draw_geometry(rngs, [job.copy_index for job in jobs], np.stack([job.base.roi for job in jobs]), policy)
     cut = [job._replace(rng=rng, geometry=geometry, crop=warp_crop(job.base.image, geometry.transform))
