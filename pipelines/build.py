@@ -33,7 +33,7 @@ from pipelines.cut import Cut, check_shortfall, cut_candidates
 from pipelines.manifest import input_counts, inputs_hash, make_manifest, write_manifest
 from pipelines.mix import MixConfig, load_mix
 from pipelines.outdir import BuildLock, is_own_temporary, owned_pattern
-from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part
+from pipelines.parts import PARTS_DIR, PartFiles, PartResult, make_part, part_is_complete
 from pipelines.plan import PartSpec, Plan, ShardSpec, assign_shards, make_plan
 from pipelines.runner import run_tasks
 from pipelines.shard import ShardFiles, ShardResult, ShardTask, build_shard
@@ -133,10 +133,9 @@ def parts_to_make(out_dir: Path, parts: list[PartSpec], stamp: str, name: str) -
     _remove_unplanned(out_dir, name, "part", {part.name for part in parts})
     todo = []
     for part in parts:
-        files = PartFiles.of(out_dir, part.name)
-        index = read_marker(files.index)
-        if index is not None and index.get("fingerprint") == part.fingerprint(stamp):
+        if part_is_complete(out_dir, part, stamp):
             continue
+        files = PartFiles.of(out_dir, part.name)
         files.index.unlink(missing_ok=True)
         files.data.unlink(missing_ok=True)
         todo.append(part)

@@ -40,7 +40,7 @@ class Cut:
 
     Attributes:
         delivered: the delivered candidates, in plan (candidate) order.
-        locations: key -> (part name, offset, length) of every delivered sample.
+        locations: key -> (part name, offset, length, CRC-32) of every delivered sample.
         rejections: the candidates' rejections, in plan order.
         by_stage: per stage name ("real", "synthetic"): target (None when none), planned, delivered, rejected,
             surplus.
@@ -50,7 +50,7 @@ class Cut:
     """
 
     delivered: list[SampleSpec] = field(default_factory=list)
-    locations: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    locations: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     by_stage: dict[str, dict[str, int | None]] = field(default_factory=dict)
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -72,14 +72,14 @@ def cut_candidates(plan: Plan, parts: list[PartSpec], out_dir: str | Path) -> Cu
     """
     cut = Cut()
     accepted: dict[str, list[SampleSpec]] = {stage: [] for stage in STAGE_NAMES}
-    outcome: dict[str, Rejection | tuple[str, int, int]] = {}
+    outcome: dict[str, Rejection | tuple[str, int, int, int]] = {}
     for part in parts:
         index = read_marker(PartFiles.of(out_dir, part.name).index)
         if index is None:
             raise FileNotFoundError(f"part {part.name} is not complete")
         for entry in index["entries"]:
             rejection = entry_rejection(entry)
-            outcome[entry[0]] = rejection if rejection is not None else (part.name, entry[1], entry[2])
+            outcome[entry[0]] = rejection if rejection is not None else (part.name, *entry[1:])
     for spec in plan.candidates:
         made = outcome[spec.key]
         if isinstance(made, Rejection):

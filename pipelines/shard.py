@@ -9,7 +9,7 @@ on which samples it holds, in which order. Files of one shard, for `{stem}` = `{
 `{stem}.tar`, `{stem}.idx`, `{stem}.parquet`, `{stem}.done`.
 
 A worker's memory does not grow with the samples of its shard: the task it receives (`ShardTask`) holds the
-samples' locations as three integer arrays and a table of part names (no Python object per sample), the
+samples' locations as four integer arrays and a table of part names (no Python object per sample), the
 tar's index is streamed to disk (`pipelines.index.IndexWriter`) and the Parquet rows are flushed every
 `ROW_GROUP_ROWS`. The keys read are checked against the plan by recomputing the shard's fingerprint from
 them, before any of the shard's files is put in place.
@@ -53,7 +53,7 @@ class ShardFiles:
 
 @dataclass(frozen=True, eq=False)
 class ShardTask:
-    """What a worker needs to write one shard, compactly (about 20 bytes a sample when pickled).
+    """What a worker needs to write one shard, compactly (about 24 bytes a sample when pickled).
 
     Attributes:
         name: the shard's file stem.
@@ -63,6 +63,7 @@ class ShardTask:
         part: per sample, in write order, the index of its part in `parts` (int32).
         offset: per sample, its byte offset in the part's record file (int64).
         length: per sample, its length in bytes (int64).
+        crc32: per sample, the CRC-32 of its record (uint32), checked when it is read.
     """
 
     name: str
@@ -72,21 +73,24 @@ class ShardTask:
     part: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    crc32: np.ndarray
 
     @classmethod
-    def of(cls, shard: ShardSpec, locations: Mapping[str, tuple[str, int, int]], stamp: str) -> "ShardTask":
-        """The task of a planned shard, from the cut's locations (key -> part name, offset, length)."""
+    def of(cls, shard: ShardSpec, locations: Mapping[str, tuple[str, int, int, int]], stamp: str) -> "ShardTask":
+        """The task of a planned shard, from the cut's locations (key -> part name, offset, length, CRC-32)."""
         where = [locations[spec.key] for spec in shard.samples]
         parts: dict[str, int] = {}
-        part = np.array([parts.setdefault(name, len(parts)) for name, _, _ in where], np.int32)
-        offset = np.array([at for _, at, _ in where], np.int64)
-        length = np.array([size for _, _, size in where], np.int64)
-        return cls(shard.name, shard.split, shard.fingerprint(stamp), tuple(parts), part, offset, length)
+        part = np.array([parts.setdefault(name, len(parts)) for name, _, _, _ in where], np.int32)
+        offset = np.array([at for _, at, _, _ in where], np.int64)
+        length = np.array([size for _, _, size, _ in where], np.int64)
+        crc32 = np.array([crc for _, _, _, crc in where], np.uint32)
+        return cls(shard.name, shard.split, shard.fingerprint(stamp), tuple(parts), part, offset, length, crc32)
 
-    def locations(self) -> Iterator[tuple[str, int, int]]:
-        """(part name, offset, length) of each sample, in write order."""
-        for part, offset, length in zip(self.part.tolist(), self.offset.tolist(), self.length.tolist(), strict=True):
-            yield self.parts[part], offset, length
+    def locations(self) -> Iterator[tuple[str, int, int, int]]:
+        """(part name, offset, length, CRC-32) of each sample, in write order."""
+        columns = (self.part.tolist(), self.offset.tolist(), self.length.tolist(), self.crc32.tolist())
+        for part, offset, length, crc32 in zip(*columns, strict=True):
+            yield self.parts[part], offset, length, crc32
 
 
 @dataclass(frozen=True)

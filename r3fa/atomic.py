@@ -1,8 +1,9 @@
 """Crash-safe file writing: every file the project writes appears complete or not at all.
 
 Write under a unique temporary name in the target's folder (`<name>.<random>.tmp`), fsync it, rename it over
-the target, fsync the folder. A killed writer leaves only `*.tmp` files behind (the shard builder removes them
-on resume, `TMP_SUFFIX`); two writers of the same path never share a temporary.
+the target, fsync the folder (scratch files that their reader verifies may skip the fsyncs: `durable=False`).
+A killed writer leaves only `*.tmp` files behind (the shard builder removes them on resume, `TMP_SUFFIX`); two
+writers of the same path never share a temporary.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 @contextmanager
-def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary beside `path` for binary writing; on a clean exit fsync it and rename it to `path`.
 
     The parent folder is created if needed. On an exception the temporary file is removed and `path` is left
-    as it was. The file gets mode 0644 (temporaries are created 0600).
+    as it was. The file gets mode 0644 (temporaries are created 0600). `durable=False` leaves out the fsyncs
+    of the file and its folder: the file still appears complete or not at all while the machine runs (a
+    killed process loses nothing written), but a crash of the machine can lose or damage it. For scratch
+    files whose reader checks them: a build's part files carry a checksum per record (`pipelines.parts`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,12 +47,14 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

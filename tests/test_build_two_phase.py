@@ -16,7 +16,7 @@ import yaml
 
 import pipelines.samples
 from pipelines.build import build_shards
-from pipelines.parts import PartReader
+from pipelines.parts import DamagedPartError, PartReader
 from pipelines.verify import verify_shard_set
 
 
@@ -70,10 +70,40 @@ def test_record_files_are_deleted_unless_kept(config: Path, reference: Path, tmp
     assert len(list((tmp_path / "kept").glob("parts/*.bin"))) == 3
     assert _hashes(tmp_path / "kept", "*.tar") == _hashes(reference, "*.tar")
     made = [(index.stem, entry) for index in sorted((tmp_path / "kept").glob("parts/*.json"))
-            for entry in json.loads(index.read_text())["entries"] if len(entry) == 3]  # fmt: skip
+            for entry in json.loads(index.read_text())["entries"] if len(entry) == 4]  # fmt: skip
     made = made[::2] + made[1::2][::-1]  # jump between parts
     with PartReader(tmp_path / "kept", max_open=1) as reader:  # each jump closes the other part's file
-        assert [reader.read(part, offset, length).key for part, (_, offset, length) in made] == [e[0] for _, e in made]
+        assert [reader.read(part, *where).key for part, (_, *where) in made] == [e[0] for _, e in made]
+
+
+@pytest.mark.parametrize("damage", ["cut short", "changed"])
+def test_a_damaged_part_stops_the_build_and_is_made_again(config: Path, reference: Path, tmp_path: Path,
+                                                          damage: str) -> None:  # fmt: skip
+    """Part files are not fsynced: after a crash of the machine one may be cut short or hold other bytes while
+    its index survives. Phase 2 checks every record's CRC-32: the build stops with one line naming the part
+    (no wrong byte reaches a shard), and once its index is deleted as the line says, the part is made again
+    and the set has the reference's bytes."""
+    out = tmp_path / "set"
+    build_shards(config, out, workers=0, sources_per_part=5, keep_parts=True)
+    for path in [*out.glob("*.tar"), *out.glob("*.done"), out / "manifest.json"]:
+        path.unlink()  # as if the machine stopped before phase 2
+    part = sorted(out.glob("parts/*.bin"))[1]
+    data = bytearray(part.read_bytes())
+    if damage == "cut short":
+        del data[len(data) // 2 :]
+    else:
+        data[len(data) // 2] ^= 0xFF  # one bit pattern of one byte
+    part.write_bytes(bytes(data))
+    with pytest.raises(DamagedPartError) as stopped:
+        build_shards(config, out, workers=0, sources_per_part=5, keep_parts=True)
+    message = str(stopped.value)
+    assert f"parts/{part.name} is {damage}" in message and f"delete parts/{part.stem}.json" in message
+    written, expected = _hashes(out, "*.tar"), _hashes(reference, "*.tar")
+    assert all(written[done.with_suffix(".tar").name] == expected[done.with_suffix(".tar").name]
+               for done in out.glob("*.done"))  # the shards finished before the stop are the reference's  # fmt: skip
+    (out / "parts" / f"{part.stem}.json").unlink()
+    build_shards(config, out, workers=0, sources_per_part=5)
+    assert _outputs(out) == _outputs(reference)
 
 
 def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: Path, reference: Path,
