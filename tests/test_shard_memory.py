@@ -119,8 +119,28 @@ def test_local_workers_drop_the_heartbeat_failure_of_a_shutdown_race_and_nothing
     from pipelines.quiet_shutdown import drop_heartbeat_failure
     from pipelines.runner import run_tasks
 
-    assert run_tasks(lambda _: _worker_filters(), [0], workers=1) == [["drop_heartbeat_failure"]]
+    assert run_tasks(lambda _: _worker_filters(), [0], workers=1) == [["drop_heartbeat_failure",
+                                                                       "drop_user_error_failure"]]  # fmt: skip
     record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "%s.", ("Failed to communicate "
                                "with scheduler during heartbeat",), None)  # fmt: skip
     other = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "Compute Failed", (), None)
     assert not drop_heartbeat_failure(record) and drop_heartbeat_failure(other)
+
+
+@pytest.mark.parametrize(("exception", "dropped"), [("DamagedPartError('parts/x.bin is changed')", True),
+                                                     ("UserError('a mistake')", True),
+                                                     ("RuntimeError('shard x: the samples read are not')", False),
+                                                     ("ValueError('UserError')", False)])  # fmt: skip
+def test_a_task_failure_is_dropped_from_the_worker_log_only_for_a_user_error(exception: str, dropped: bool) -> None:
+    """A task that raises a `UserError` is reported by the driver as one line; its worker's "Compute Failed"
+    record (with the traceback) is dropped. Any other failure stays in the worker's log."""
+    import logging
+
+    import pipelines.parts  # noqa: F401  (defines DamagedPartError, as a worker running a build has)
+    from pipelines.quiet_shutdown import drop_user_error_failure
+
+    fields = ("key", "executing", "task", exception, "Traceback (most recent call last): ...")
+    record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
+                               "Compute Failed\nKey: %s\nState: %s\nTask: %s\nException: %r\nTraceback: %r\n",
+                               fields, None)  # fmt: skip
+    assert drop_user_error_failure(record) is not dropped
