@@ -269,13 +269,10 @@ def check_label(record: SampleRecord, spec: SampleSpec, max_label_nme: float) ->
     return record
 
 
-def encode_record(
-    record: SampleRecord, spec: SampleSpec, config: MixConfig, jpeg: bytes | None = None
-) -> EncodedSample | Rejection:
-    """The record's tar members and Parquet row, or its rejection (stage "encode"); `jpeg`: its crop already
-    encoded (`encode_jpeg` at the config's quality), default encode it here."""
+def encode_record(record: SampleRecord, spec: SampleSpec, jpeg: bytes) -> EncodedSample | Rejection:
+    """The record's tar members and Parquet row, or its rejection (stage "encode"); `jpeg`: its crop, encoded
+    (`encode_jpeg` at the config's quality: a batch's crops are encoded in a row first, `make_samples`)."""
     try:
-        jpeg = jpeg or encode_jpeg(record.crop, config.jpeg_quality)
         augment = augment_json(record)
         members = sample_members(record, spec.split, jpeg, augment)
         tar = sample_tar(spec.key, members)
@@ -304,7 +301,7 @@ def make_samples(
         copies = make_copies(groups, bases, cut, config)
         made = [(spec, _made(spec, base, copies, config)) for group, base in zip(groups, bases) for spec in group]
         jpegs = [_jpeg(record, config) for _, record in made]
-        return [(spec, _encoded(spec, record, jpeg, config)) for (spec, record), jpeg in zip(made, jpegs)]
+        return [(spec, _encoded(spec, record, jpeg)) for (spec, record), jpeg in zip(made, jpegs)]
 
 
 def _made(
@@ -327,11 +324,11 @@ def _jpeg(record: SampleRecord | Rejection, config: MixConfig) -> bytes | Except
 
 
 def _encoded(
-    spec: SampleSpec, made: SampleRecord | Rejection, jpeg: bytes | Exception | None, config: MixConfig
+    spec: SampleSpec, made: SampleRecord | Rejection, jpeg: bytes | Exception | None
 ) -> EncodedSample | Rejection:
     """A candidate's encoded sample, or its rejection with the candidate's key and source."""
     if isinstance(jpeg, Exception):
         made = rejection_of(jpeg, spec.item.image_path, "encode")
     elif isinstance(made, SampleRecord):
-        made = encode_record(made, spec, config, jpeg)
+        made = encode_record(made, spec, jpeg)
     return replace(made, key=spec.key, source=spec.item.source) if isinstance(made, Rejection) else made
