@@ -73,8 +73,9 @@ class IndexWriter:
         self.count += 1
 
     def close(self) -> None:
-        """Write the header and the lines to `path` atomically; drop the temporary."""
-        with self._lines, atomic_writer(self.path) as fh:
+        """Write the header and the lines to `path` atomically (fsynced; its folder is not: the shard's
+        writer fsyncs it once for the shard's files); drop the temporary."""
+        with self._lines, atomic_writer(self.path, sync_folder=False) as fh:
             fh.write(_header(self.count).encode())
             self._lines.seek(0)
             shutil.copyfileobj(self._lines, fh)

@@ -10,9 +10,9 @@ encoded sample (tar members + Parquet row) or a rejection. Files of one part, in
   wall time). Every record is checked against its CRC-32 when phase 2 reads it, so a part that a crash of
   the machine cut short or damaged stops the build with a message saying which part to make again
   (`DamagedPartError`), never a wrong byte in a shard;
-- `{part}.json`: the index, written last (atomically, fsynced) and so also the part's done marker: its format,
-  the part's fingerprint, and per candidate in plan order either `[key, offset, length, crc32]` or `[key,
-  rejection fields]`.
+- `{part}.json`: the index, written last (atomically, not fsynced either: a crash of the machine that loses it
+  makes the part be made again) and so also the part's done marker: its format, the part's fingerprint, and
+  per candidate in plan order either `[key, offset, length, crc32]` or `[key, rejection fields]`.
 
 The index is small and kept after a build (the cut of a finished build is re-derived from it on a re-run);
 the `.bin` files are deleted once every shard is written, unless the build keeps them. Pickle is used for our
@@ -33,7 +33,7 @@ from pipelines.mix import MixConfig
 from pipelines.plan import PartSpec
 from pipelines.samples import EncodedSample, make_samples
 from pipelines.writer import SampleTar
-from r3fa.atomic import atomic_writer, read_marker, write_bytes_atomic
+from r3fa.atomic import atomic_writer, read_marker
 from r3fa.errors import UserError
 from r3fa.records import Rejection
 
@@ -107,7 +107,8 @@ def make_part(part: PartSpec, config: MixConfig, out_dir: str | Path, stamp: str
             entries.append([spec.key, offset, len(blob), zlib.crc32(blob)])
             offset += len(blob)
     index = {"format": PART_FORMAT, "fingerprint": part.fingerprint(stamp), "entries": entries}
-    write_bytes_atomic(files.index, json.dumps(index).encode())
+    with atomic_writer(files.index, durable=False) as fh:  # scratch too: lost, the part is made again
+        fh.write(json.dumps(index).encode())
     return PartResult(part.name, len(entries), rejected)
 
 

@@ -3,10 +3,12 @@
 This is the unit of work the runner distributes in phase 2 (one call per shard) and the unit of resumption: the
 `.done` marker is written last and names the shard's fingerprint (config, inputs hash, keys), the tar's sha256
 (hashed while it is written) and the count, so a later run can skip the shard and the manifest can be written
-without re-reading tars. The Parquet table is written in row groups of `ROW_GROUP_ROWS`, so memory stays flat with
-the shard size. Nothing is decoded or encoded here: the bytes were made in phase 1, so a shard's bytes depend only
-on which samples it holds, in which order. Files of one shard, for `{stem}` = `{name}-{split}-{NNNNNN}`:
-`{stem}.tar`, `{stem}.idx`, `{stem}.parquet`, `{stem}.done`.
+without re-reading tars. The three files are fsynced as they are closed and their folder once, before the marker
+is written (fsynced too): a crash of the machine never leaves a marker for files that are not on disk, and a
+resumed build also redoes a shard with a file missing. The Parquet table is written in row groups of
+`ROW_GROUP_ROWS`, so memory stays flat with the shard size. Nothing is decoded or encoded here: the bytes were
+made in phase 1, so a shard's bytes depend only on which samples it holds, in which order. Files of one shard,
+for `{stem}` = `{name}-{split}-{NNNNNN}`: `{stem}.tar`, `{stem}.idx`, `{stem}.parquet`, `{stem}.done`.
 
 A worker's memory does not grow with the samples of its shard: the task it receives (`ShardTask`) holds the
 samples' locations as four integer arrays and a table of part names (no Python object per sample), the
@@ -28,7 +30,7 @@ from pipelines.parts import PARTS_DIR, PartReader
 from pipelines.plan import KeyFingerprint, ShardSpec
 from pipelines.tables import TableWriter, sample_columns
 from pipelines.writer import ShardWriter
-from r3fa.atomic import write_bytes_atomic
+from r3fa.atomic import fsync_dir, write_bytes_atomic
 
 ROW_GROUP_ROWS = 4096  # Parquet rows held and written at a time: a worker's memory does not grow with the shard
 
@@ -135,6 +137,7 @@ def build_shard(task: ShardTask, out_dir: str | Path, stamp: str) -> ShardResult
         if keys.hexdigest() != task.fingerprint:
             raise RuntimeError(f"shard {task.name}: the samples read are not the planned ones (a part's record file "
                                f"changed after it was made); delete {PARTS_DIR}/ and build again")  # fmt: skip
+    fsync_dir(files.done.parent)  # the tar, index and Parquet names, durable before the marker that vouches for them
     done = {"fingerprint": task.fingerprint, "count": writer.count, "tar_sha256": writer.sha256}
     write_bytes_atomic(files.done, json.dumps(done, sort_keys=True).encode())
     return ShardResult(task.name, task.split, writer.count)

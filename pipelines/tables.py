@@ -158,11 +158,12 @@ def write_table(path: str | Path, rows: Sequence[dict], table: str) -> None:
 
 class TableWriter:
     """Write a "samples" or "rejected" Parquet file atomically, one row group per `write` call, so that a
-    large table never sits in memory whole: `with TableWriter(path, "samples") as w: w.write(columns)`."""
+    large table never sits in memory whole: `with TableWriter(path, "samples") as w: w.write(columns)`.
+    The file is fsynced, its folder is not: a shard's writer fsyncs the folder once for the shard's files."""
 
     def __init__(self, path: str | Path, table: str):
         self.schema = arrow_schema(table)
-        self._file = atomic_writer(path)
+        self._file = atomic_writer(path, sync_folder=False)
         self._writer = pq.ParquetWriter(self._file.__enter__(), self.schema, **_PARQUET_OPTIONS)
 
     def write(self, columns: Mapping[str, Sequence]) -> None:

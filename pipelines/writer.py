@@ -4,7 +4,8 @@ It knows nothing of plans, records or Dask: it takes each sample as its tar byte
 the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no user or group names, mode 0644,
 ustar format) and each sample's members are written in sorted extension order, so the same samples give the same
 bytes. The tar is written under a temporary name, fsynced and renamed on `close()`, which also writes its DALI index
-(`pipelines.index`) from the member offsets recorded while writing; the index is therefore never derived from a
+(`pipelines.index`) from the member offsets recorded while writing (the folder is fsynced by the caller, once for a
+shard's files: `pipelines.shard.build_shard`); the index is therefore never derived from a
 re-scan, and the tar's sha256 is hashed from the bytes as they are written (the shard's `.done` marker records it
 without reading the tar back). The index lines are streamed to a temporary file as samples are written, so the
 writer holds no per-sample state but the set of keys written (to refuse a repeated one).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from r3fa.atomic import TMP_SUFFIX, WRITE_BUFFER, fsync_dir
+from r3fa.atomic import TMP_SUFFIX, WRITE_BUFFER
 from pipelines.index import IndexWriter, Member
 
 HEADER_SIZE = tarfile.BLOCKSIZE  # a ustar member without extended headers has one 512-byte header
@@ -133,7 +134,7 @@ class ShardWriter:
 
     def close(self) -> None:
         """Finish the tar (two zero blocks, then zeros to a whole record, as `tarfile` does), fsync, rename it
-        into place, then write the index."""
+        into place, then write the index (fsynced too); the names are durable once the caller fsyncs the folder."""
         end = self._offset + 2 * tarfile.BLOCKSIZE
         trailer = b"\0" * (2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE)
         self._file.write(trailer)
@@ -142,7 +143,6 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._tmp, self.tar_path)
-        fsync_dir(self.tar_path.parent)
         self._index.close()
 
     def abort(self) -> None:

@@ -1,7 +1,8 @@
 """Crash-safe file writing: every file the project writes appears complete or not at all.
 
 Write under a unique temporary name in the target's folder (`<name>.<random>.tmp`), fsync it, rename it over
-the target, fsync the folder (scratch files that their reader verifies may skip the fsyncs: `durable=False`).
+the target, fsync the folder (scratch files that their reader verifies may skip the fsyncs: `durable=False`; a
+group of files that a marker vouches for may share one folder fsync: `sync_folder=False`).
 A killed writer leaves only `*.tmp` files behind (the shard builder removes them on resume, `TMP_SUFFIX`); two
 writers of the same path never share a temporary.
 """
@@ -30,7 +31,7 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 @contextmanager
-def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | Path, durable: bool = True, sync_folder: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary beside `path` for binary writing; on a clean exit fsync it and rename it to `path`.
 
     The parent folder is created if needed. On an exception the temporary file is removed and `path` is left
@@ -38,6 +39,9 @@ def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
     of the file and its folder: the file still appears complete or not at all while the machine runs (a
     killed process loses nothing written), but a crash of the machine can lose or damage it. For scratch
     files whose reader checks them: a build's part files carry a checksum per record (`pipelines.parts`).
+    `sync_folder=False` fsyncs the file but not its folder: its name is durable only once the caller fsyncs
+    the folder (`fsync_dir`), which it does once for a group of files, before the marker that vouches for
+    them (a shard's tar, index and Parquet file, `pipelines.shard`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,7 @@ def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if durable:
+    if durable and sync_folder:
         fsync_dir(path.parent)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,41 @@ def test_a_damaged_part_stops_the_build_and_is_made_again(config: Path, referenc
     (out / "parts" / f"{part.stem}.json").unlink()
     build_shards(config, out, workers=0, sources_per_part=5)
     assert _outputs(out) == _outputs(reference)
+
+
+def test_a_shard_marker_reaches_the_disk_after_the_files_it_vouches_for(config: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The crash contract of phase 2, on the fsyncs and renames of a real build: each of a shard's tar, index
+    and Parquet file is fsynced before it is renamed into place; their folder is fsynced after the three
+    renames and before the `.done` marker is renamed into place (fsynced first, its folder after)."""
+    events: list[tuple[str, ...]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def logged_replace(source: str | Path, target: str | Path) -> None:
+        events.append(("replace", str(source), str(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    out = (tmp_path / "set").resolve()
+    build_shards(config, out, workers=0)
+    stems = [done.stem for done in sorted(out.glob("*.done"))]
+    assert len(stems) >= 5
+    for stem in stems:
+        placed = {}
+        for suffix in (".tar", ".idx", ".parquet", ".done"):
+            at, (_, temporary, _) = next((i, e) for i, e in enumerate(events)
+                                         if e[0] == "replace" and e[2] == str(out / f"{stem}{suffix}"))  # fmt: skip
+            assert ("fsync", temporary) in events[:at], f"{stem}{suffix} renamed before its data was fsynced"
+            placed[suffix] = at
+        folder_syncs = [i for i, event in enumerate(events) if event == ("fsync", str(out))]
+        last_file = max(placed[suffix] for suffix in (".tar", ".idx", ".parquet"))
+        assert any(last_file < i < placed[".done"] for i in folder_syncs), f"{stem}: no folder fsync before .done"
+        assert any(i > placed[".done"] for i in folder_syncs), f"{stem}: .done's folder not fsynced"
 
 
 def test_a_lost_shard_of_a_finished_build_is_rebuilt_to_the_same_bytes(config: Path, reference: Path,
