@@ -257,8 +257,12 @@ def _occlusion(crop: np.ndarray, op: OcclusionOp, rng: np.random.Generator) -> t
 
 
 def _blur(crop: np.ndarray, op: BlurOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A Gaussian kernel of the size `cv2.GaussianBlur` picks for 8-bit images (the odd number nearest 6 sigma
+    + 1), applied in floating point by `cv2.sepFilter2D`: `GaussianBlur` takes a bit-exact fixed-point path that
+    is 2-3x slower on a 120x120 crop; the two differ by at most 1 grey level."""
     sigma = float(rng.uniform(*op.sigma))
-    return cv2.GaussianBlur(crop, (0, 0), sigmaX=sigma), {"name": "blur", "sigma": sigma}
+    kernel = cv2.getGaussianKernel(round(6 * sigma + 1) | 1, sigma)
+    return cv2.sepFilter2D(crop, -1, kernel, kernel), {"name": "blur", "sigma": sigma}
 
 
 def _noise(crop: np.ndarray, op: NoiseOp, rng: np.random.Generator) -> tuple[np.ndarray, dict]:

@@ -147,6 +147,17 @@ def test_photometric_ops_change_pixels_not_labels(samples, name: str):
     np.testing.assert_array_equal(record.landmarks, plain.landmarks)
 
 
+def test_the_blur_is_the_gaussian_blur_of_its_logged_sigma(samples):
+    """The blur applies its kernel in floating point (`cv2.sepFilter2D`, for speed): within rounding, it is
+    OpenCV's `GaussianBlur` of the sigma it logs (kernel size and borders included)."""
+    item, base = samples[0]
+    plain = make_record(base, item)
+    for seed in range(6):
+        record = augment_sample(base, item, only("blur"), np.random.default_rng(seed), 1)
+        reference = cv2.GaussianBlur(plain.crop, (0, 0), sigmaX=record.augment[0]["sigma"])
+        assert np.abs(record.crop.astype(np.int16) - reference).max() <= 1
+
+
 def test_same_seed_same_bytes_and_a_complete_log(samples):
     policy = AugmentPolicy(**{name: type(_OFF[name])(p=1.0) for name in OP_NAMES}, include_original=False)
     item, base = samples[4]
