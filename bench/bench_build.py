@@ -15,8 +15,10 @@ Measures, on real AFLW2000-3D images (they stand in for 300W-LP: same 450x450 JP
    (c) `build_shards(..., workers=0)` (plan + ingest + augment + parts + shards + manifest, no synthesis),
        with 128 samples per shard (5 shards: the setting the issue measured) and with the default shard size
        (`shard_size_mb` 256: one shard per split, as a real build's ~25k-sample shards amortise their fixed
-       cost of files, fsyncs and a Parquet writer),
-   and the ratios (c) / (a).
+       cost of files, fsyncs and a Parquet writer); the build decodes at half size the JPEGs whose crops
+       all step 2 or more source pixels (`half_size_decode`, the default; the floor decodes every image whole),
+   (d) the build of (c) at 128 samples per shard with `half_size_decode: false` (every image decoded whole),
+   and the ratios (c) / (a) and (d) / (a).
 
 5. with `--breakdown` (alone): where the build of (c) spends its wall time: OpenCV's codec and pixel calls,
    fsync waits and the build's stages, timed by wrapping them (milliseconds, best of the rounds).
@@ -164,8 +166,9 @@ def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
     cv2.setNumThreads(1)
     config = _config(images)  # 3 records per image, no synthesis
     default_shards = config.model_copy(update={"samples_per_shard": None})  # shard_size_mb's count: one shard per split
+    full_decode = config.model_copy(update={"half_size_decode": False})
     paths = [item.image_path for item in discover_aflw2000(data_root() / "aflw2000_3d")[:images]]
-    names = ("floor", "per_record", "build", "build_default_shards")
+    names = ("floor", "per_record", "build", "build_default_shards", "build_full_decode")
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu_rates: dict[str, list[float]] = {name: [] for name in names}
 
@@ -183,6 +186,8 @@ def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
         shutil.rmtree(out)
         timed("build_default_shards", lambda: _built_samples(build_shards(default_shards, out, workers=0)))
         shutil.rmtree(out)
+        timed("build_full_decode", lambda: _built_samples(build_shards(full_decode, out, workers=0)))
+        shutil.rmtree(out)
     best = {k: round(max(v), 1) for k, v in rates.items()}
     best_cpu = {k: round(max(v), 1) for k, v in cpu_rates.items()}
     return {"images": images, "records": 3 * images, "rounds": rounds, "best_samples_per_s": best,
@@ -196,7 +201,9 @@ def codec_floor(images: int, rounds: int, scratch: Path) -> dict:
             "ratio_default_shards_to_floor": round(best["build_default_shards"] / best["floor"], 3),
             "ratio_default_shards_to_floor_cpu": round(best_cpu["build_default_shards"] / best_cpu["floor"], 3),
             "ratio_default_shards_median": round(statistics.median(
-                b / f for b, f in zip(rates["build_default_shards"], rates["floor"])), 3)}  # fmt: skip
+                b / f for b, f in zip(rates["build_default_shards"], rates["floor"])), 3),
+            "ratio_full_decode_to_floor": round(best["build_full_decode"] / best["floor"], 3),
+            "ratio_full_decode_to_floor_cpu": round(best_cpu["build_full_decode"] / best_cpu["floor"], 3)}  # fmt: skip
 
 
 def _built_samples(summary) -> int:
@@ -284,7 +291,9 @@ def markdown(results: dict) -> str:
         f"build / floor = {floor['ratio_build_to_floor']} (per round: {floor['ratio_rounds']}); in CPU time: floor "
         f"{floor['best_cpu_samples_per_s']['floor']}, build {floor['best_cpu_samples_per_s']['build']} samples/s of CPU, "
         f"build / floor = {floor['ratio_build_to_floor_cpu']}; with the default shard size: build / floor = "
-        f"{floor['ratio_default_shards_to_floor']} (CPU time {floor['ratio_default_shards_to_floor_cpu']})",
+        f"{floor['ratio_default_shards_to_floor']} (CPU time {floor['ratio_default_shards_to_floor_cpu']}); every image "
+        f"decoded whole (`half_size_decode: false`): build / floor = {floor['ratio_full_decode_to_floor']} (CPU time "
+        f"{floor['ratio_full_decode_to_floor_cpu']})",
         "",
         f"- scaling {min(r['workers'] for r in rows)} -> {max(r['workers'] for r in rows)} workers (largest size): "
         f"x{results['scaling']:.2f}; load average {results['load'][0]:.1f} before and {results['load'][1]:.1f} after "

@@ -105,6 +105,10 @@ class MixConfig(BaseModel):
         jpeg_quality: quality of the stored JPEG crops.
         max_image_pixels: an image declaring more pixels in its header is rejected without being decoded
             (decompression bombs); the default is 200 times a 450x450 300W-LP image.
+        half_size_decode: decode a source JPEG at half size (libjpeg's scaled decoding, ~0.45x the time)
+            when none of its crops samples it more finely than every second pixel and it has no face-profiling
+            view (`pipelines.samples.ingest`); such crops are within 1.8 grey levels of the full decode's on
+            average and no worse for a model (docs/usage-shards.md). False: every image at full size.
         max_reject_fraction: the build fails, with one line per source, when more than this share of a
             source's inputs is rejected (instead of producing a mostly empty set).
         targets: exact counts per stage (`Targets`); a stage without a target delivers what it makes.
@@ -132,6 +136,7 @@ class MixConfig(BaseModel):
     refit: bool = False
     jpeg_quality: int = Field(95, ge=1, le=100)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
+    half_size_decode: bool = True
     max_reject_fraction: float = Field(0.2, ge=0.0, le=1.0)
     targets: Targets = Targets()
     reserve_fraction: float = Field(0.0, ge=0.0, le=10.0)

@@ -37,7 +37,7 @@ from r3fa.augment import (CopyGeometry, CopyJob, augment_copies, augment_sample,
 from r3fa.crop import roi_from_landmarks
 from r3fa.io import Annotation
 from r3fa.readers import (BaseSample, SourceFiles, SourceRead, load_source_files, load_source_sample,
-                          measure_sources, read_labels, source_reads, warp_crop)
+                          measure_sources, read_labels, sampling_steps, source_reads, warp_crop)
 from r3fa.records import Rejection, SampleRecord, rejection_of
 from r3fa.shard_contract import IMAGE_EXT, LANDMARKS_EXT, META_EXT, PARAMS_EXT, label_bytes
 
@@ -120,9 +120,10 @@ def ingest(
     parsing small `.mat` files between decodes of 600 KB images ran ~10 % slower (caches). From them the
     augmented copies' geometry is drawn (`r3fa.augment.draw_geometry`: it needs no pixels), so that each
     image is cut into its copies right after its decode, while it is still in the CPU's cache (the warps of a
-    150-image build took 56 ms instead of 65 ms after the batch's other decodes). Labels that fail here are
-    read again after their image, so an item with a bad image and a bad annotation is still rejected for its
-    image.
+    150-image build took 56 ms instead of 65 ms after the batch's other decodes). The drawn geometry also
+    says which images can be decoded at half size (`_half_size`, with `config.half_size_decode`): those none
+    of whose crops samples them more finely than every second pixel. Labels that fail here are read again
+    after their image, so an item with a bad image and a bad annotation is still rejected for its image.
 
     Returns:
         The items (or their rejections), and the copies cut, by candidate key.
@@ -130,12 +131,13 @@ def ingest(
     specs = [group[0] for group in groups]
     labels = [_labels(spec) for spec in specs]
     drawn = _draw_copies(groups, labels, config)
+    halved = _half_size(groups, drawn) if config.half_size_decode else [False] * len(groups)
     loaded: list[SourceFiles | BaseSample | Rejection] = []
     cut: dict[str, CutCopy] = {}
-    for group, spec, item_labels in zip(groups, specs, labels):
-        files = _load(spec, config, item_labels)
+    for group, spec, item_labels, half_size in zip(groups, specs, labels, halved):
+        files = _load(spec, config, item_labels, half_size)
         if type(files) is SourceFiles:
-            cut.update((copy.key, _cut(files.image, *drawn[copy.key])) for copy in group if copy.key in drawn)
+            cut.update((copy.key, _cut(files, *drawn[copy.key])) for copy in group if copy.key in drawn)
         loaded.append(files)
     reads = _in_one_pass(specs, loaded, SourceFiles, partial(source_reads, refit=config.refit))
     return _in_one_pass(specs, reads, SourceRead, measure_sources), cut
@@ -145,8 +147,9 @@ def _draw_copies(
     groups: Sequence[Sequence[SampleSpec]], labels: Sequence[tuple[Annotation, np.ndarray] | None], config: MixConfig
 ) -> dict[str, tuple[np.random.Generator, CopyGeometry]]:
     """The generators and drawn geometry of the augmented copies of the items whose labels were read, by key,
-    in one pass; none if the pass fails (`r3fa.augment.augment_copies` draws them again, from fresh
-    generators, and finds the failure)."""
+    in one pass. If the pass fails, item by item: an item whose copies cannot be drawn has none here
+    (`r3fa.augment.augment_copies` draws them again, from fresh generators, and finds the failure), and what
+    the others get does not depend on which items share their batch."""
     copies = [(spec, item_labels[1]) for group, item_labels in zip(groups, labels) if item_labels is not None
               for spec in group if spec.stage != "synthesis"]  # fmt: skip
     if not copies:
@@ -156,13 +159,26 @@ def _draw_copies(
         rois = roi_from_landmarks(np.stack([landmarks for _, landmarks in copies]))
         geometry = draw_geometry(rngs, [spec.copy_index for spec, _ in copies], rois, config.augmentation)
     except Exception:  # drawn again, and attributed to its copy, in `make_copies`
-        return {}
+        if len(groups) == 1:
+            return {}
+        return {key: drawn for group, item_labels in zip(groups, labels)
+                for key, drawn in _draw_copies([group], [item_labels], config).items()}  # fmt: skip
     return {spec.key: (rng, drawn) for (spec, _), rng, drawn in zip(copies, rngs, geometry)}
 
 
-def _cut(image: np.ndarray, rng: np.random.Generator, geometry: CopyGeometry) -> CutCopy:
+def _half_size(groups: Sequence[Sequence[SampleSpec]], drawn: Mapping[str, tuple]) -> list[bool]:
+    """Per item, whether its image can be decoded at half size: every candidate is an augmented copy already
+    drawn (a face-profiling view needs the full-size texture) and samples the image at a step of at least 2
+    pixels (`r3fa.readers.sampling_steps`), so the half-size image holds every detail its crops can show."""
+    if not drawn:
+        return [False] * len(groups)
+    steps = dict(zip(drawn, sampling_steps(np.stack([geometry.transform.matrix for _, geometry in drawn.values()]))))
+    return [all(steps.get(spec.key, 0.0) >= 2.0 for spec in group) for group in groups]
+
+
+def _cut(files: SourceFiles, rng: np.random.Generator, geometry: CopyGeometry) -> CutCopy:
     try:
-        crop = warp_crop(image, geometry.transform)
+        crop = warp_crop(files.image, geometry.transform, step=files.image_step)
     except Exception:  # cut again, and attributed to its copy, in `make_copies`
         crop = None
     return CutCopy(rng, geometry, crop)
@@ -179,13 +195,13 @@ def _labels(spec: SampleSpec) -> tuple[Annotation, np.ndarray] | None:
 
 
 def _load(
-    spec: SampleSpec, config: MixConfig, labels: tuple[Annotation, np.ndarray] | None
+    spec: SampleSpec, config: MixConfig, labels: tuple[Annotation, np.ndarray] | None, half_size: bool
 ) -> SourceFiles | BaseSample | Rejection:
     item = spec.item
     try:
         if not item.has_label and item.landmark_style:
             return load_source_sample(item, max_image_pixels=config.max_image_pixels)  # fitted to its landmarks
-        return load_source_files(item, max_image_pixels=config.max_image_pixels, labels=labels)
+        return load_source_files(item, max_image_pixels=config.max_image_pixels, labels=labels, half_size=half_size)
     except Exception as err:  # any failure of one input is its rejection
         return _ingest_rejection(spec, err)
 

@@ -136,10 +136,12 @@ def synthesize_sample(
 
     Raises:
         BadInputError: `(item.image_path, "profiling: <reason>")` when the view is rejected.
-        ValueError: a key with dots.
+        ValueError: a key with dots, or a base decoded at half size (`r3fa.readers.SourceRead.image_step`).
     """
     if "." in key:
         raise ValueError(f"sample keys must not contain dots: {key!r}")
+    if base.image_step != 1:  # a build decodes at half size only the images that have no profiling view
+        raise ValueError(f"face profiling needs the full-size image of {item.key}, not one decoded at half size")
     config = config or SynthesisConfig(count=1)
     try:
         face = profile_face(

@@ -15,6 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -80,15 +81,29 @@ def _missing(path: str | Path, what: str) -> BadInputError:
     return BadInputError(path, f"missing {what} (dangling symlink)" if os.path.islink(path) else f"missing {what}")
 
 
+class ScaledImage(NamedTuple):
+    """A decoded image and its step: source pixels per decoded pixel in each direction, 1 at full size and 2
+    at half size, where decoded pixel (x, y) is the filtered 2x2 block of source pixels centred on
+    (2x + 0.5, 2y + 0.5) (`decode_scaled`)."""
+
+    pixels: np.ndarray
+    step: int
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """BGR uint8 image, as OpenCV reads it, refused from its header when it has more than `max_pixels`."""
+    return read_scaled_image(path, max_pixels).pixels
+
+
+def read_scaled_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, half_size: bool = False) -> ScaledImage:
+    """`read_image`, at half size where `decode_scaled` can when `half_size`."""
     try:
         data = read_regular_file(path)
     except OSError as err:
         raise BadInputError(path, f"unreadable image ({error_name(err)})", error_name(err)) from None
     if data is None:
         raise _missing(path, "image")
-    return decode_image(data, str(path), max_pixels)
+    return decode_scaled(data, str(path), max_pixels, half_size)
 
 
 def decode_image(data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -97,6 +112,15 @@ def decode_image(data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAG
     The header is read first (`r3fa.image_header.image_size`): an empty file, an unknown format and an image
     of more than `max_pixels` pixels are refused without decoding (a decompression bomb never reaches OpenCV).
     """
+    return decode_scaled(data, where, max_pixels).pixels
+
+
+def decode_scaled(
+    data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS, half_size: bool = False
+) -> ScaledImage:
+    """`decode_image`; with `half_size`, a JPEG of even width and height is decoded at half its size in each
+    dimension (libjpeg's scaled decoding: the same entropy decoding, a 4x4 inverse DCT per 8x8 block; about
+    0.45x the time of a full decode), any other image at full size. The step says which."""
     if not data:
         raise BadInputError(where, "unreadable image (empty file)")
     size = image_size(data)
@@ -106,13 +130,19 @@ def decode_image(data: bytes, where: str = "<bytes>", max_pixels: int = MAX_IMAG
     if width * height > max_pixels:
         reason = f"image too large: header declares {width}x{height} pixels > max_image_pixels {max_pixels}"
         raise BadInputError(where, f"{reason} (not decoded)")
+    halve = half_size and data[:2] == _JPEG_START and width % 2 == 0 and height % 2 == 0
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2 if halve else cv2.IMREAD_COLOR)
     except cv2.error as err:
         raise BadInputError(where, f"unreadable image ({error_name(err)})", error_name(err)) from None
     if image is None or image.size == 0:
         raise BadInputError(where, "unreadable image")
-    return image
+    if halve and sorted(image.shape[:2]) != sorted((width // 2, height // 2)):  # never seen: decode it whole
+        return decode_scaled(data, where, max_pixels)
+    return ScaledImage(image, 2 if halve else 1)
+
+
+_JPEG_START = b"\xff\xd8"
 
 
 @dataclass(frozen=True)

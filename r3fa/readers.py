@@ -27,7 +27,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -37,7 +37,15 @@ import numpy as np
 
 from r3fa.crop import CROP_SIZE, roi_from_landmarks
 from r3fa.folds import fold_of_index
-from r3fa.io import MAX_IMAGE_PIXELS, Annotation, BadInputError, read_annotation, read_image, read_landmarks_file
+from r3fa.io import (
+    MAX_IMAGE_PIXELS,
+    Annotation,
+    BadInputError,
+    read_annotation,
+    read_image,
+    read_landmarks_file,
+    read_scaled_image,
+)
 from r3fa.labels import (
     crop_frame_params,
     homogeneous,
@@ -93,13 +101,16 @@ class SourceRead:
     transform; `measure_sources` adds its label's NME and pose (`BaseSample`).
 
     Attributes:
-        image: the full image, BGR uint8.
+        image: the image, BGR uint8, decoded at full size or at half size (`image_step`).
         roi: (4,) [sx, sy, ex, ey], 3DDFA's roi of the landmarks.
         image_affine: (3, 4) model -> image pixels affine of the annotation's pose.
         shape: (40,) shape coefficients.
         exp: (10,) expression coefficients.
         landmarks: (2, 68) the annotation's image-frame landmarks.
         annotation_yaw_deg: the annotation's own `Pose_Para` yaw in degrees (signed), as stored.
+        image_step: source pixels per pixel of `image` (`r3fa.io.ScaledImage`): 1, or 2 for an image decoded
+            at half size because none of its crops samples it more finely (`pipelines.samples.ingest`).
+            Everything but `image` is in the source's full-size frame.
     """
 
     image: np.ndarray
@@ -109,6 +120,7 @@ class SourceRead:
     exp: np.ndarray
     landmarks: np.ndarray
     annotation_yaw_deg: float
+    image_step: int = field(default=1, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -546,14 +558,16 @@ class SourceFiles:
     """A source item's files, read and checked (`load_source_files`); `source_reads` adds their geometry.
 
     Attributes:
-        image: the full image, BGR uint8.
+        image: the image, BGR uint8, decoded at full size or at half size (`image_step`, `SourceRead`).
         annotation: the annotation's fields.
         landmarks: (2, 68) the annotation's image-frame landmarks (float64).
+        image_step: source pixels per pixel of `image`.
     """
 
     image: np.ndarray
     annotation: Annotation
     landmarks: np.ndarray
+    image_step: int = 1
 
 
 def load_source_files(
@@ -561,6 +575,7 @@ def load_source_files(
     *,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     labels: tuple[Annotation, np.ndarray] | None = None,
+    half_size: bool = False,
 ) -> SourceFiles:
     """The files of a source item with a 3DMM annotation, read and checked (`read_source`'s reading part).
 
@@ -569,6 +584,8 @@ def load_source_files(
         max_image_pixels: a larger image is refused from its header (`r3fa.io.read_image`).
         labels: the item's `read_labels`, already read; default read them here, after the image (so a bad
             image is reported before a bad annotation).
+        half_size: decode the image at half size where it can be (`r3fa.io.decode_scaled`): for an item none
+            of whose crops samples it more finely than every second pixel.
 
     Raises:
         BadInputError: an unreadable or invalid image, annotation or landmark file (path and reason).
@@ -576,9 +593,9 @@ def load_source_files(
     """
     if not item.has_label:
         raise ValueError(f"{item.key}: no 3DMM annotation; items without one are for prediction/preview only")
-    image = read_image(item.image_path, max_image_pixels)
+    image = read_scaled_image(item.image_path, max_image_pixels, half_size)
     annotation, landmarks = labels or read_labels(item)
-    return SourceFiles(image, annotation, landmarks)
+    return SourceFiles(image.pixels, annotation, landmarks, image.step)
 
 
 def read_labels(item: SourceItem) -> tuple[Annotation, np.ndarray]:
@@ -599,7 +616,8 @@ def source_reads(
     image-frame affines of their poses computed in one vectorised pass (the same bits as one at a time; a
     build reads a batch of sources together), then each label (refitted with `refit`, see `read_source`)."""
     rois = roi_from_landmarks(np.stack([f.landmarks for f in files]))
-    affines = image_frame_affines(np.stack([f.annotation.pose_para for f in files]), [f.image.shape[0] for f in files])
+    heights = [f.image.shape[0] * f.image_step for f in files]  # a halved image has an even full height
+    affines = image_frame_affines(np.stack([f.annotation.pose_para for f in files]), heights)
     reads = []
     for f, roi, affine in zip(files, rois, affines):
         shape, exp = f.annotation.shape_para[:SHAPE_DIM], f.annotation.exp_para[:EXP_DIM]
@@ -607,7 +625,8 @@ def source_reads(
             shape, exp = _refit(affine, shape, exp, f.landmarks, roi, model or _bfm68())
         reads.append(SourceRead(image=f.image, roi=roi, image_affine=affine, shape=np.asarray(shape, np.float64),
                                 exp=np.asarray(exp, np.float64), landmarks=f.landmarks,
-                                annotation_yaw_deg=float(np.degrees(f.annotation.pose_para[1]))))  # fmt: skip
+                                annotation_yaw_deg=float(np.degrees(f.annotation.pose_para[1])),
+                                image_step=f.image_step))  # fmt: skip
     return reads
 
 
@@ -693,9 +712,26 @@ def crop_labels(bases: Sequence[BaseSample], transforms: Sequence[CropTransform]
     return crop_frame_params(affine[:, :3], shape, exp, _UNIT_CROP, DATASET_CONVENTION), landmarks
 
 
-def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE) -> np.ndarray:
-    """The `size x size` crop of `image` through `transform` (bilinear, black outside the image)."""
-    return cv2.warpAffine(image, transform.matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+def warp_crop(image: np.ndarray, transform: CropTransform, size: int = CROP_SIZE, step: int = 1) -> np.ndarray:
+    """The `size x size` crop through `transform` of an image decoded at `step` source pixels per pixel
+    (`r3fa.io.ScaledImage`: its pixel (x, y) is centred on source pixel (step x + (step - 1) / 2, ...)),
+    bilinear, black outside the image."""
+    matrix = transform.matrix
+    if step != 1:
+        linear = matrix[:, :2]
+        matrix = np.concatenate([step * linear, matrix[:, 2:] + linear.sum(axis=1, keepdims=True) * (step - 1) / 2], 1)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def sampling_steps(matrices: np.ndarray) -> np.ndarray:
+    """The smallest distance in source pixels between neighbouring crop pixels of image -> crop affines
+    `(n, 2, 3)`, in any direction: 1 / the largest singular value of each linear part. A crop whose step is at
+    least 2 samples no detail that an image decoded at half size lacks."""
+    linear = np.asarray(matrices, np.float64)[:, :, :2]
+    frobenius = np.square(linear).sum(axis=(1, 2))
+    det = np.linalg.det(linear)
+    largest = np.sqrt((frobenius + np.sqrt(np.maximum(frobenius**2 - 4 * det**2, 0.0))) / 2)
+    return 1.0 / largest
 
 
 def make_record(base: BaseSample, item: SourceItem, transform: CropTransform | None = None) -> SampleRecord:
@@ -731,7 +767,7 @@ def make_records(
     label_nme = (100.0 * landmark_nme(reconstructed, landmarks)).tolist()
     pose_deg = pose_degrees(params).astype(np.float32)
     landmarks = landmarks.astype(np.float32)
-    crops = [warp_crop(base.image, transform) if crop is None else crop
+    crops = [warp_crop(base.image, transform, step=base.image_step) if crop is None else crop
              for base, transform, crop in zip(bases, transforms, crops or [None] * len(bases))]  # fmt: skip
     return [
         SampleRecord(
