@@ -107,8 +107,9 @@ class MixConfig(BaseModel):
             (decompression bombs); the default is 200 times a 450x450 300W-LP image.
         half_size_decode: decode a source JPEG at half size (libjpeg's scaled decoding, ~0.45x the time)
             when none of its crops samples it more finely than every second pixel and it has no face-profiling
-            view (`pipelines.samples.ingest`); such crops are within 1.8 grey levels of the full decode's on
-            average and no worse for a model (docs/usage-shards.md). False: every image at full size.
+            view (`pipelines.samples.ingest`); such crops differ from the full decode's by 1.75 grey levels on
+            average, are closer to an anti-aliased crop and no worse for a network (docs/usage-shards.md).
+            False: every image at full size.
         max_reject_fraction: the build fails, with one line per source, when more than this share of a
             source's inputs is rejected (instead of producing a mostly empty set).
         targets: exact counts per stage (`Targets`); a stage without a target delivers what it makes.
