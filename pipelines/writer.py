@@ -5,9 +5,9 @@ the bytes of its members in phase 1). Headers are fixed (mtime 0, uid/gid 0, no 
 ustar format) and each sample's members are written in sorted extension order, so the same samples give the same
 bytes. The tar is written under a temporary name, fsynced and renamed on `close()`, which also writes its DALI index
 (`pipelines.index`) from the member offsets recorded while writing (the folder is fsynced by the caller, once for a
-shard's files: `pipelines.shard.build_shard`); the index is therefore never derived from a
-re-scan, and the tar's sha256 is hashed from the bytes as they are written (the shard's `.done` marker records it
-without reading the tar back). The index lines are streamed to a temporary file as samples are written, so the
+shard's files: `pipelines.shard.build_shard`); the index is therefore never derived from a re-scan, and the tar's
+sha256 is hashed from the bytes as they are written (the shard's `.done` marker records it without reading the
+tar back). The index lines are streamed to a temporary file as samples are written, so the
 writer holds no per-sample state but the set of keys written (to refuse a repeated one).
 """
 
