@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import struct
 
+JPEG_START = b"\xff\xd8"  # SOI: every JPEG stream begins with it
 # SOF0-SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_NO_LENGTH = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RST0-7, SOI: markers without a length field
@@ -32,7 +33,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg(data: bytes) -> tuple[int, int] | None:
-    if data[:2] != b"\xff\xd8":
+    if data[:2] != JPEG_START:
         return None
     pos = 2
     while pos + 4 <= len(data):

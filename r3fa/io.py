@@ -20,7 +20,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from r3fa.image_header import image_size
+from r3fa.image_header import JPEG_START, image_size
 from r3fa.mat5 import read_mat5
 
 MAX_IMAGE_PIXELS = 40_000_000  # default limit of `read_image`: 200 times a 450x450 300W-LP image
@@ -130,7 +130,7 @@ def decode_scaled(
     if width * height > max_pixels:
         reason = f"image too large: header declares {width}x{height} pixels > max_image_pixels {max_pixels}"
         raise BadInputError(where, f"{reason} (not decoded)")
-    halve = half_size and data[:2] == _JPEG_START and width % 2 == 0 and height % 2 == 0
+    halve = half_size and data[:2] == JPEG_START and width % 2 == 0 and height % 2 == 0
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2 if halve else cv2.IMREAD_COLOR)
     except cv2.error as err:
@@ -140,9 +140,6 @@ def decode_scaled(
     if halve and sorted(image.shape[:2]) != sorted((width // 2, height // 2)):  # never seen: decode it whole
         return decode_scaled(data, where, max_pixels)
     return ScaledImage(image, 2 if halve else 1)
-
-
-_JPEG_START = b"\xff\xd8"
 
 
 @dataclass(frozen=True)
